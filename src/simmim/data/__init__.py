@@ -1,0 +1,1 @@
+"""Data: the synthetic generator, the formats users bring, the tokenizer and datasets."""

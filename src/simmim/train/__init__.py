@@ -1,0 +1,1 @@
+"""Training: one loop for every objective (private and non-private), checkpoints, schedules."""

@@ -1,0 +1,81 @@
+"""Smoke tests of the real `simmim` entry point, each in its own process."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def simmim(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "simmim.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    config = root / "tiny.yaml"
+    config.write_text("model: {size: tiny}\ndata: {train_size: 300, val_size: 40, test_size: 40}\n"
+                      "train: {steps: 8, batch_size: 16, log_every: 4}\n")
+    result = simmim("train", "--config", config, "--out", root / "run", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    images = root / "images"
+    written = simmim("data", "write", images, "--format", "folder", "--n", "6")
+    assert written.returncode == 0, written.stderr
+    return root, root / "run" / "model", images
+
+
+def test_train_writes_checkpoint_and_loss_plot(trained):
+    root, model, _ = trained
+    assert (model / "model.safetensors").is_file() and (model / "meta.json").is_file()
+    assert (root / "run" / "loss_curves.png").stat().st_size > 1000
+
+
+def test_inference_commands(trained, tmp_path):
+    _, model, images = trained
+    image = sorted(images.glob("*.png"))[0]
+    caption = simmim("caption", image, "--model", model, "--beam", "2")
+    assert caption.returncode == 0 and caption.stdout.strip(), caption.stderr
+    out = tmp_path / "gen.png"
+    generated = simmim("generate", "a small red circle at the top left", "--out", out, "--model", model)
+    assert generated.returncode == 0 and out.stat().st_size > 100, generated.stderr
+    search = simmim("search", "a large blue square", "--images", images, "--model", model, "--top", "3")
+    assert search.returncode == 0 and len(search.stdout.strip().splitlines()) == 3, search.stderr
+    classify = simmim("classify", image, "--labels", "red,green,blue", "--model", model)
+    lines = classify.stdout.strip().splitlines()
+    assert classify.returncode == 0 and len(lines) == 3, classify.stderr
+    assert sum(float(line.split()[0]) for line in lines) == pytest.approx(1.0, abs=0.01)
+
+
+def test_eval_json(trained):
+    _, model, _ = trained
+    result = simmim("eval", model, "--json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert {"text_to_image_R@1", "caption_attribute_accuracy", "zero_shot_colour"} <= set(metrics)
+    assert all(set(m) == {"value", "chance"} for m in metrics.values())
+
+
+def test_data_check_counts_bad_records(tmp_path):
+    folder = tmp_path / "data"
+    assert simmim("data", "write", folder, "--format", "folder", "--n", "4").returncode == 0
+    victim = sorted(folder.glob("*.png"))[0]
+    victim.write_bytes(b"not an image")
+    strict = simmim("data", "check", folder)
+    assert strict.returncode == 2 and victim.name in strict.stderr and "Traceback" not in strict.stderr
+    lenient = simmim("data", "check", folder, "--skip-bad")
+    assert lenient.returncode == 0 and "3 good record(s), 1 skipped" in lenient.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--config", "missing.toml"], "does not exist"),
+    (["caption", "missing.png", "--model", "missing-model"], "does not exist"),
+    (["eval", "no-such-checkpoint"], "does not exist"),
+])
+def test_errors_are_one_line_without_traceback(tmp_path, args, needle):
+    result = simmim(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from simmim.errors import CheckpointError
+from simmim.train.checkpoint import latest_checkpoint, load_checkpoint
+from simmim.train.loop import train
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_at(step):
+    def on_log(record):
+        if record["step"] == step:
+            raise Crash
+
+    return on_log
+
+
+def test_resume_continues_exactly_where_it_stopped(tiny_config, tmp_path):
+    full = train(tiny_config, tmp_path / "full", progress=False)
+    with pytest.raises(Crash):
+        train(tiny_config, tmp_path / "crashed", progress=False, on_log=_crash_at(5))
+    assert latest_checkpoint(tmp_path / "crashed").name == "step-0000003"
+    assert not (tmp_path / "crashed" / "model").exists()
+    resumed = train(tiny_config, tmp_path / "crashed", resume=True, progress=False)
+    a = load_file(full.checkpoint / "model.safetensors")
+    b = load_file(resumed.checkpoint / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].equal(b[key]), key
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in full.history]
+
+
+def test_checkpoint_holds_config_tokenizer_fingerprint_and_seed(tiny_config, tmp_path):
+    result = train(tiny_config, tmp_path, progress=False)
+    model, tokenizer, meta = load_checkpoint(result.checkpoint)
+    assert meta["config"] == tiny_config.to_dict()
+    assert meta["data_fingerprint"] == result.splits.fingerprint()
+    assert meta["seed"] == tiny_config.train.seed and meta["step"] == tiny_config.train.steps
+    assert tokenizer.to_dict() == result.tokenizer.to_dict()
+    for key, value in model.state_dict().items():
+        assert value.equal(result.model.state_dict()[key])
+
+
+def test_resume_refuses_a_different_config(tiny_config, tmp_path):
+    with pytest.raises(Crash):
+        train(tiny_config, tmp_path, progress=False, on_log=_crash_at(4))
+    changed = type(tiny_config).from_dict({**tiny_config.to_dict(), "train": {**tiny_config.to_dict()["train"],
+                                                                                 "lr": 0.5}})
+    with pytest.raises(CheckpointError, match="different config"):
+        train(changed, tmp_path, resume=True, progress=False)
+
+
+def test_incomplete_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "meta.json").write_text(json.dumps({}))
+    with pytest.raises(CheckpointError, match="incomplete"):
+        load_checkpoint(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing")
