@@ -79,3 +79,16 @@ def test_errors_are_one_line_without_traceback(tmp_path, args, needle):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
+
+
+def test_private_training_prints_its_guarantee(tmp_path):
+    config = tmp_path / "dp.toml"
+    config.write_text('[model]\nsize = "tiny"\n[data]\ntrain_size = 200\nval_size = 20\ntest_size = 20\n'
+                      f'[train]\nsteps = 3\nbatch_size = 32\n[privacy]\nledger = "sqlite:///{tmp_path}/l.db"\n')
+    result = simmim("train", "--config", config, "--out", tmp_path / "run", "--dp", "--epsilon", "5",
+                    "--unit", "example", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "-DP at example level" in result.stdout and "ledger job train-" in result.stdout
+    again = simmim("train", "--config", config, "--out", tmp_path / "run2", "--dp", "--epsilon", "5",
+                   "--unit", "example", "--no-progress")
+    assert again.returncode == 2 and "refused" in again.stderr and "Traceback" not in again.stderr

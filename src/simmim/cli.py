@@ -15,11 +15,15 @@ import typer
 from rich.console import Console
 
 from simmim.errors import SimMIMError
+from simmim.privacy.commands import budget_app, privacy_app, stats
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SimMIM: train and use a multimodal model on personal data, privately.")
 data_app = typer.Typer(no_args_is_help=True, help="Generate, convert and check datasets.")
 app.add_typer(data_app, name="data")
+app.add_typer(privacy_app, name="privacy")
+app.add_typer(budget_app, name="budget")
+app.command("stats")(stats)
 console = Console()
 DEFAULT_MODEL = Path("runs/demo/model")
 ModelOption = Annotated[Path, typer.Option("--model", "-m", help="checkpoint directory")]
@@ -44,13 +48,30 @@ def _print_metrics(metrics: dict) -> None:
 def train(config: Annotated[Path, typer.Option("--config", "-c", help="TOML, YAML or JSON config")],
           out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/train"),
           resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = False,
+          dp: Annotated[bool, typer.Option("--dp", help="train with DP-SGD (overrides privacy.dp)")] = False,
+          epsilon: Annotated[float | None, typer.Option(help="DP target epsilon")] = None,
+          delta: Annotated[float | None, typer.Option(help="DP target delta")] = None,
+          unit: Annotated[str | None, typer.Option(help="privacy unit: user, example or auto")] = None,
+          max_grad_norm: Annotated[float | None, typer.Option(help="DP clipping bound C")] = None,
           progress: bool = True) -> None:
-    """Train a model from a config file."""
-    from simmim.config import load_config
+    """Train a model from a config file (with --dp: differentially private)."""
+    from simmim.config import Config, load_config
     from simmim.report import plot_losses
     from simmim.train.loop import train as run_training
 
-    result = run_training(load_config(config), out, resume=resume, progress=progress)
+    cfg = load_config(config)
+    flags = {"dp": dp or None, "epsilon": epsilon, "delta": delta, "unit": unit, "max_grad_norm": max_grad_norm}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if overrides:
+        values = cfg.to_dict()
+        values["privacy"] = {**values["privacy"], **overrides}
+        cfg = Config.from_dict(values)
+    result = run_training(cfg, out, resume=resume, progress=progress)
+    if result.privacy:
+        p = result.privacy
+        console.print(f"privacy: ({p['epsilon_spent']:.3f}, {p['delta']:g})-DP at {p['unit']} level "
+                      f"({p['accountant']}; sigma {p['noise_multiplier']}, q {p['sample_rate']:.4g}, "
+                      f"{p['steps']} steps, C {p['max_grad_norm']}); ledger job {p['ledger_job']}")
     plot_losses(result.history, out / "loss_curves.png")
     if result.splits.skipped:
         console.print(f"skipped {len(result.splits.skipped)} bad record(s):")

@@ -59,11 +59,29 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """DP-SGD: off unless `dp` is true. The noise is calibrated so that `train.steps` steps spend
+    exactly (at most) `epsilon` at `delta` for the chosen privacy unit."""
+
+    dp: bool = False
+    epsilon: float = 8.0
+    delta: float = 1e-5
+    unit: str = "auto"  # "user" (subject), "example" (record), or "auto": user when records carry subjects
+    max_grad_norm: float = 1.0
+    sample_rate: float = 0.0  # Poisson rate per unit; 0: train.batch_size records' worth of units
+    micro_batch_size: int = 256  # records per backward pass (memory cap; the logical batch is unchanged)
+    units_per_block: int = 4  # group clipping of the contrastive loss: units per block (negatives stay inside)
+    accountant: str = "pld"
+    ledger: str = ""  # database URL of the budget ledger; "": SIMMIM_LEDGER_URL or runs/privacy-ledger.db
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelSection = ModelSection()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     loss: LossWeights = LossWeights()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -15,3 +15,11 @@ class DataError(SimMIMError):
 
 class CheckpointError(SimMIMError):
     """A checkpoint is missing, incomplete or does not match the requested use."""
+
+
+class PrivacyError(SimMIMError):
+    """A privacy parameter is invalid or a privacy operation cannot be done; the message says which."""
+
+
+class BudgetExceededError(PrivacyError):
+    """A job would take a dataset past its privacy budget; refused before anything runs."""

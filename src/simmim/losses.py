@@ -15,18 +15,27 @@ import torch.nn.functional as F
 from simmim.models.layers import patchify
 
 
-def contrastive_loss(a: torch.Tensor, b: torch.Tensor, logits_fn, groups: torch.Tensor) -> torch.Tensor:
+def contrastive_loss(a: torch.Tensor, b: torch.Tensor, logits_fn, groups: torch.Tensor,
+                     blocks: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE on normalised embeddings with multiple positives.
 
     Items sharing a group id (same canonical caption) are all positives of each other, so
     duplicates in a batch are not pushed apart; the target is uniform over the positives.
+    With `blocks`, negatives come only from the same block: each example's loss then depends on
+    its block alone (group clipping under differential privacy).
     """
     logits = logits_fn(a, b)
-    positives = (groups[:, None] == groups[None, :]).to(logits.dtype)
-    targets = positives / positives.sum(dim=1, keepdim=True)
-    loss_ab = -(targets * logits.log_softmax(dim=1)).sum(dim=1)
-    loss_ba = -(targets * logits.t().log_softmax(dim=1)).sum(dim=1)
-    return (loss_ab + loss_ba) / 2
+    positives = groups[:, None] == groups[None, :]
+    if blocks is not None:
+        same_block = blocks[:, None] == blocks[None, :]
+        positives = positives & same_block
+        logits = logits.masked_fill(~same_block, float("-inf"))
+    targets = positives.to(logits.dtype)
+    targets = targets / targets.sum(dim=1, keepdim=True)
+    # Pairs outside the block have probability 0 and target 0: count them as 0, not 0 * -inf.
+    log_ab = logits.log_softmax(dim=1).masked_fill(~positives, 0.0)
+    log_ba = logits.t().log_softmax(dim=1).masked_fill(~positives, 0.0)
+    return -((targets * log_ab).sum(dim=1) + (targets * log_ba).sum(dim=1)) / 2
 
 
 contrastive_loss.coupled = True
@@ -49,8 +58,15 @@ def caption_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> to
 
 
 def generation_loss(generated: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Text -> image: mean L1 over all pixels, per example."""
-    return (generated - images).abs().flatten(1).mean(dim=1)
+    """Text -> image: mean squared pixel error, per example.
+
+    Not L1: L1 is minimised by the per-pixel median, which on scenes that are ~95% black is an
+    all-black image wherever the decoder is not yet certain, and its constant-size gradients
+    around zero drown the conditional signal. Measured here: with L1 (also with object pixels
+    weighted 10x) the decoder stayed black for 1,500 steps; with squared error it draws the object
+    in the right cell. The blur of squared error is harmless for what is checked (colour, cell).
+    """
+    return (generated - images).pow(2).flatten(1).mean(dim=1)
 
 
 @dataclass(frozen=True)
@@ -91,10 +107,11 @@ class SimMIMObjective:
                 losses["masked_patch"] = masked_patch_loss(predicted, batch["images"], batch["mask"],
                                                            model.cfg.patch_size)
             if w.generation:
-                generated = model.generator(text_hidden, batch["text"] != self.pad_id)
+                generated = model.generator(text_hidden, text_pooled, batch["text"] != self.pad_id)
                 losses["generation"] = generation_loss(generated, batch["images"])
         if w.contrastive:
-            losses["contrastive"] = contrastive_loss(visual_emb, text_emb, model.fusion.logits, batch["groups"])
+            losses["contrastive"] = contrastive_loss(visual_emb, text_emb, model.fusion.logits, batch["groups"],
+                                                     batch.get("blocks"))
         if w.caption:
             losses["caption"] = caption_loss(model.captioner(caption_in, memory), caption_out, self.pad_id)
         return losses

@@ -121,3 +121,24 @@ def test_bad_model_config_is_a_clear_error():
         model_config("tiny", image_size=30)
     with pytest.raises(ConfigError, match="unknown model size"):
         model_config("huge")
+
+
+def test_contrastive_loss_within_blocks_depends_on_the_block_alone():
+    from simmim.losses import contrastive_loss
+
+    model = create_model("tiny").eval()
+    g = torch.Generator().manual_seed(1)
+    a = torch.nn.functional.normalize(torch.randn(6, 32, generator=g), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(6, 32, generator=g), dim=-1)
+    groups = torch.tensor([0, 1, 1, 2, 3, 4])
+    blocks = torch.tensor([0, 0, 0, 1, 1, 1])
+    base = contrastive_loss(a, b, model.fusion.logits, groups, blocks)
+    changed_a = a.clone()
+    changed_a[4] = torch.nn.functional.normalize(torch.randn(32, generator=g), dim=0)
+    after = contrastive_loss(changed_a, b, model.fusion.logits, groups, blocks)
+    torch.testing.assert_close(base[:3], after[:3])  # block 0 untouched by a change in block 1
+    assert not torch.allclose(base[3:], after[3:])
+    assert torch.isfinite(base).all()
+    # One block holding everything is the ordinary loss.
+    torch.testing.assert_close(contrastive_loss(a, b, model.fusion.logits, groups, torch.zeros(6, dtype=torch.long)),
+                               contrastive_loss(a, b, model.fusion.logits, groups))

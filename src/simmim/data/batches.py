@@ -63,10 +63,11 @@ class EncodedSet:
 
 
 def random_patch_mask(n: int, num_patches: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
-    """SimMIM masking: square units of 2x2 patches (8x8 pixels at patch size 4), a fixed
-    fraction of units masked in every example. Returns (n, num_patches) bool, row-major patches."""
+    """SimMIM masking: square units of 2x2 patches on grids of 8x8 patches or more (single patches
+    on coarser grids), a fixed fraction of units masked in every example.
+    Returns (n, num_patches) bool, row-major patches."""
     side = int(round(num_patches**0.5))
-    unit = 2 if side % 2 == 0 else 1
+    unit = 2 if side >= 8 and side % 2 == 0 else 1
     units_side = side // unit
     n_units = units_side**2
     n_masked = max(1, int(round(ratio * n_units)))

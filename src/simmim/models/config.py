@@ -12,7 +12,9 @@ class ModelConfig:
     """Every hyperparameter of the model; `vocab_size` is set from the fitted tokenizer."""
 
     image_size: int = 32
-    patch_size: int = 4
+    # 8-px patches on 32-px scenes: 16 tokens, 3x cheaper than 4-px patches, and object positions
+    # are learned within a few hundred steps (with 4-px patches captions stayed at chance on position).
+    patch_size: int = 8
     channels: int = 3
     width: int = 64  # image encoder width
     depth: int = 2

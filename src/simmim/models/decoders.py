@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from simmim.models.config import ModelConfig
-from simmim.models.layers import Block, LearnedQueries, PositionEmbedding, unpatchify
+from simmim.models.layers import Block, LearnedQueries, PositionEmbedding, sincos_2d, unpatchify
 
 
 class MaskedPatchHead(nn.Module):
@@ -97,17 +97,27 @@ class ImageGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.queries = LearnedQueries(cfg.num_patches, cfg.decoder_width)
+        # The pooled text embedding is added to every query: a short path from "red, top left" to
+        # every patch, which cross-attention alone learns too slowly (the L1 optimum starts all black).
+        self.condition = nn.Linear(cfg.text_width, cfg.decoder_width)
         self.blocks = nn.ModuleList(
             Block(cfg.decoder_width, cfg.heads, cfg.mlp_ratio, cfg.activation, context_dim=cfg.text_width)
             for _ in range(cfg.generator_depth)
         )
         self.ln = nn.LayerNorm(cfg.decoder_width)
         self.pixel_head = nn.Linear(cfg.decoder_width, cfg.patch_dim)
+        with torch.no_grad():  # each query starts out knowing which patch it draws
+            self.queries.weight.copy_(sincos_2d(cfg.image_size // cfg.patch_size, cfg.decoder_width))
 
-    def forward(self, text_hidden: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Text tokens (N, L, text_width), `text_mask` (N, L) true on real tokens -> image (N, C, H, W) in [0, 1]."""
-        x = self.queries(text_hidden.shape[0])
+    def forward(self, text_hidden: torch.Tensor, text_pooled: torch.Tensor,
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Text tokens (N, L, text_width), their pooled vector (N, text_width) and `text_mask` (N, L),
+        true on real tokens -> image (N, C, H, W).
+
+        The output is linear (pixel units, [0, 1] when trained): a sigmoid here saturates under the
+        L1 loss on the mostly black background and stops all gradient (seen: all-black images).
+        """
+        x = self.queries(text_hidden.shape[0]) + self.condition(text_pooled)[:, None]
         for block in self.blocks:
             x = block(x, context=text_hidden, context_mask=text_mask)
-        patches = torch.sigmoid(self.pixel_head(self.ln(x)))
-        return unpatchify(patches, self.cfg.patch_size, self.cfg.channels)
+        return unpatchify(self.pixel_head(self.ln(x)), self.cfg.patch_size, self.cfg.channels)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from simmim.models.config import ModelConfig
-from simmim.models.layers import Block, ClassToken, MaskToken, PositionEmbedding, patchify
+from simmim.models.layers import Block, ClassToken, MaskToken, PositionEmbedding, patchify, sincos_2d
 
 
 class ImageEncoder(nn.Module):
@@ -29,6 +29,9 @@ class ImageEncoder(nn.Module):
             Block(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.activation) for _ in range(cfg.depth)
         )
         self.ln_post = nn.LayerNorm(cfg.width)
+        with torch.no_grad():
+            side = cfg.image_size // cfg.patch_size
+            self.position.weight[1:] = 0.1 * sincos_2d(side, cfg.width)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.cfg.pixel_mean, dtype=images.dtype).view(1, -1, 1, 1)

@@ -26,6 +26,24 @@ class PositionEmbedding(nn.Module):
         return x + self.weight[: x.shape[1]]
 
 
+def sincos_2d(side: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position codes for a side x side grid, (side*side, dim), row-major.
+
+    Used to initialise the (still learned) patch position embedding, so that where a patch lies
+    is legible from the first step: object positions are part of every caption.
+    """
+    quarter = dim // 4
+    freqs = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / max(1, quarter)))
+    ys, xs = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
+                            indexing="ij")
+    parts = []
+    for coord in (ys.flatten(), xs.flatten()):
+        angles = coord[:, None] * freqs[None]
+        parts += [angles.sin(), angles.cos()]
+    codes = torch.cat(parts, dim=1)
+    return torch.nn.functional.pad(codes, (0, dim - codes.shape[1]))
+
+
 class ClassToken(nn.Module):
     """Prepends one learned token to a sequence."""
 

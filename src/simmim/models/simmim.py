@@ -59,8 +59,8 @@ class SimMIM(nn.Module):
 
     @torch.no_grad()
     def generate_images(self, tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-        hidden, _ = self.text(tokens)
-        return self.generator(hidden, tokens != pad_id)
+        hidden, pooled = self.text(tokens)
+        return self.generator(hidden, pooled, tokens != pad_id).clamp(0.0, 1.0)
 
 
 def _init_weights(module: nn.Module) -> None:

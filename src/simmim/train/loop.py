@@ -24,6 +24,7 @@ from simmim.data.tokenizer import WordTokenizer
 from simmim.errors import CheckpointError, ConfigError
 from simmim.losses import SimMIMObjective
 from simmim.models import SimMIM, create_model
+from simmim.privacy.session import PrivateTraining
 from simmim.progress import progress_bar
 from simmim.train.checkpoint import latest_checkpoint, load_trainer_state, read_meta, save_checkpoint
 from simmim.train.schedule import warmup_cosine
@@ -40,6 +41,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     examples_per_second: float = 0.0
+    privacy: dict | None = None  # the guarantee of a DP run: epsilon spent, delta, unit, sigma, q, ...
 
 
 def build_model(cfg: Config, tokenizer: WordTokenizer) -> SimMIM:
@@ -73,7 +75,7 @@ def standard_step(model: SimMIM, objective: SimMIMObjective, batches: list[dict]
     loss.backward()
     if grad_clip:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    return {"loss": float(loss.detach()), **parts}
+    return {"loss": float(loss.detach()), "examples": sum(len(b["groups"]) for b in batches), **parts}
 
 
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
@@ -118,48 +120,72 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, history, elapsed = meta["step"], meta["history"], meta.get("seconds", 0.0)
-    step_fn = step_fn or (lambda m, o, b: standard_step(m, o, b, tc.grad_clip))
     fingerprint = splits.fingerprint()
+    private = None
+    if cfg.privacy.dp:
+        if video_set is not None:
+            raise ConfigError("DP training takes still images only for now: set data.video_train_size = 0")
+        previous_job = meta.get("privacy", {}).get("ledger_job") if resume_from is not None else None
+        private = PrivateTraining(cfg, model, train_set, fingerprint, out_dir, previous_job)
+        step_fn = private.step
+    step_fn = step_fn or (lambda m, o, b: standard_step(m, o, b, tc.grad_clip))
 
     def save(path: Path, step: int, seconds: float) -> Path:
         meta = {"config": cfg.to_dict(), "data_fingerprint": fingerprint, "seed": tc.seed, "step": step,
-                "history": history, "seconds": seconds, "metrics": {}}
+                "history": history, "seconds": seconds, "metrics": {},
+                "privacy": private.report(step) if private else None}
         trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         return save_checkpoint(path, model=model, tokenizer=tokenizer, meta=meta, trainer_state=trainer_state)
 
     model.train()
     t0 = time.perf_counter()
     examples = 0
-    with progress_bar(total=tc.steps, description="training", enabled=progress) as bar:
-        bar.advance(start)
-        for step in range(start, tc.steps):
-            generator = step_generator(tc.seed, step)
-            batches = [train_set.batch(step_indices(len(train_set), tc.batch_size, tc.seed, step), generator,
-                                       num_patches=model.cfg.num_patches, mask_ratio=tc.mask_ratio)]
-            if video_set is not None:
-                batches.append(video_set.batch(
-                    step_indices(len(video_set), tc.video_batch_size, tc.seed + 1, step), generator))
-            optimizer.zero_grad(set_to_none=True)
-            record = step_fn(model, objective, batches)
-            optimizer.step()
-            scheduler.step()
-            examples += sum(len(b["groups"]) for b in batches)
-            if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
-                record = {"step": step + 1, "lr": scheduler.get_last_lr()[0],
-                          "seconds": elapsed + time.perf_counter() - t0, **record}
-                history.append(record)
-                if on_log:
-                    on_log(record)
-                bar.set_postfix(f"loss {record['loss']:.3f}")
-            if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
-                save(out_dir / "checkpoints" / f"step-{step + 1:07d}", step + 1, elapsed + time.perf_counter() - t0)
-                _prune(out_dir / "checkpoints")
-            bar.advance(1)
+    step = start
+    try:
+        with progress_bar(total=tc.steps, description="training" + (" (DP)" if private else ""),
+                          enabled=progress) as bar:
+            bar.advance(start)
+            for step in range(start, tc.steps):
+                batches = [] if private else _batches_for_step(step, train_set, video_set, tc, model)
+                optimizer.zero_grad(set_to_none=True)
+                record = step_fn(model, objective, batches)
+                optimizer.step()
+                scheduler.step()
+                examples += record.pop("examples", 0)
+                if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
+                    record = {"step": step + 1, "lr": scheduler.get_last_lr()[0],
+                              "seconds": elapsed + time.perf_counter() - t0, **record}
+                    history.append(record)
+                    if on_log:
+                        on_log(record)
+                    bar.set_postfix(f"loss {record['loss']:.3f}")
+                if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
+                    save(out_dir / "checkpoints" / f"step-{step + 1:07d}", step + 1,
+                         elapsed + time.perf_counter() - t0)
+                    _prune(out_dir / "checkpoints")
+                bar.advance(1)
+    finally:
+        if private:
+            private.close()
     run_seconds = time.perf_counter() - t0
     model.eval()
     final = save(out_dir / "model", tc.steps, elapsed + run_seconds)
+    if private:
+        private.commit(tc.steps)
     return TrainResult(model=model, tokenizer=tokenizer, splits=splits, checkpoint=final, history=history,
-                       seconds=elapsed + run_seconds, examples_per_second=examples / max(run_seconds, 1e-9))
+                       seconds=elapsed + run_seconds, examples_per_second=examples / max(run_seconds, 1e-9),
+                       privacy=private.report(tc.steps) if private else None)
+
+
+def _batches_for_step(step: int, train_set: EncodedSet, video_set: EncodedSet | None, tc, model) -> list[dict]:
+    """The non-private batches of a step: a function of (seed, step) only."""
+    generator = step_generator(tc.seed, step)
+    batches = [train_set.batch(step_indices(len(train_set), tc.batch_size, tc.seed, step), generator,
+                               num_patches=model.cfg.num_patches, mask_ratio=tc.mask_ratio)]
+    if video_set is not None:
+        batches.append(video_set.batch(step_indices(len(video_set), tc.video_batch_size, tc.seed + 1, step),
+                                       generator))
+    return batches
 
 
 def _prune(root: Path) -> None:

@@ -1,0 +1,1 @@
+"""Differential privacy: per-example clipping, accounting, budget ledger, mechanisms, local DP."""

@@ -1,0 +1,22 @@
+"""Errors of the per-example clipping engine, each saying what went wrong and what to do instead.
+
+They subclass `SimMIMError` so the CLI shows them as one line; they are meant to move under a
+shared `simmim.errors.DPError` once that exists.
+"""
+
+from __future__ import annotations
+
+from simmim.errors import SimMIMError
+
+
+class UnsupportedModuleError(SimMIMError):
+    """The model holds modules the engine cannot clip per example; the message names every one."""
+
+
+class CoupledLossError(SimMIMError):
+    """A loss couples the examples of a batch, so clipping each example's gradient bounds nothing."""
+
+
+class ClippingUsageError(SimMIMError):
+    """The engine was used in a way that would make its clipping wrong (e.g. a unit split across
+    micro-batches, a backward pass outside the engine, a layer whose first dimension is not the batch)."""

@@ -1,0 +1,80 @@
+"""DP-SGD inside the training loop: the plan, the ledger, the step, the report."""
+
+import pytest
+import torch
+
+from simmim.config import Config
+from simmim.errors import BudgetExceededError, ConfigError
+from simmim.privacy.accounting import epsilon
+from simmim.privacy.ledger import Ledger
+from simmim.privacy.training import PrivateStep, plan_privacy
+from simmim.train.loop import train
+
+
+def _config(tmp_path, **privacy):
+    return Config.from_dict({
+        "model": {"size": "tiny"},
+        "data": {"train_size": 300, "val_size": 40, "test_size": 40},
+        "train": {"steps": 4, "batch_size": 32, "log_every": 1, "warmup_steps": 1},
+        "privacy": {"dp": True, "epsilon": 4.0, "delta": 1e-5, "ledger": f"sqlite:///{tmp_path}/ledger.db",
+                    "micro_batch_size": 24, **privacy},
+    })
+
+
+def test_private_run_spends_its_budget_and_commits_it(tmp_path):
+    cfg = _config(tmp_path)
+    result = train(cfg, tmp_path / "run", progress=False)
+    report = result.privacy
+    assert report["unit"] == "user" and report["sensitivity"] == 2.0 and report["blocks"] >= 1
+    assert report["epsilon_spent"] <= 4.0
+    # Calibrated to 3 decimals of sigma: the full run spends almost exactly the target.
+    assert report["epsilon_spent"] == pytest.approx(4.0, rel=0.02)
+    assert report["epsilon_spent"] == pytest.approx(epsilon(
+        sample_rate=report["sample_rate"], noise_multiplier=report["noise_multiplier"], steps=4, delta=1e-5,
+        sensitivity=2.0))
+    with Ledger(cfg.privacy.ledger) as ledger:
+        job = ledger.job(report["ledger_job"])
+        assert job.status == "committed"
+        # The dataset's cap is now used up: a second job on the same data is refused before training.
+        with pytest.raises(BudgetExceededError):
+            train(cfg, tmp_path / "second", progress=False)
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+def test_micro_batches_hold_whole_clipping_units(tmp_path):
+    cfg = _config(tmp_path)
+    from simmim.data.batches import EncodedSet
+    from simmim.data.splits import build_splits
+    from simmim.data.tokenizer import WordTokenizer
+    from simmim.train.loop import build_model
+
+    splits = build_splits(cfg.data)
+    tokenizer = WordTokenizer.fit(splits.all_captions())
+    train_set = EncodedSet(splits.train, tokenizer, cfg.data.context_length)
+    plan = plan_privacy(cfg, splits.train)
+    step = PrivateStep(build_model(cfg, tokenizer), train_set, plan, micro_batch_size=24, mask_ratio=0.5)
+    try:
+        sampled = torch.arange(plan.units)
+        seen = {}
+        for records, clip_units in step._micro_batches(sampled):
+            for unit in clip_units.unique().tolist():
+                assert unit not in seen, "a clipping unit spans two micro-batches"
+                seen[unit] = True
+            # Every record of a sampled person is in the batch of its block.
+            subjects = {train_set.records[i].subject_id for i in records.tolist()}
+            assert sum(r.subject_id in subjects for r in train_set.records) == len(records)
+        assert sum(len(r) for r, _ in step._micro_batches(sampled)) == len(train_set)
+    finally:
+        step.close()
+
+
+def test_example_level_without_contrastive_has_sensitivity_one(tmp_path):
+    cfg = Config.from_dict({**_config(tmp_path, unit="example").to_dict(), "loss": {"contrastive": 0.0}})
+    plan = plan_privacy(cfg, __import__("simmim.data.splits", fromlist=["x"]).build_splits(cfg.data).train)
+    assert plan.unit == "example" and plan.sensitivity == 1.0 and plan.blocks == 0
+
+
+def test_private_training_refuses_clips(tmp_path):
+    cfg = Config.from_dict({**_config(tmp_path).to_dict(), "data": {"train_size": 100, "video_train_size": 10}})
+    with pytest.raises(ConfigError, match="still images only"):
+        train(cfg, tmp_path / "run", progress=False)
