@@ -42,5 +42,6 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = True, con
              f"Checkpoint: `{result.checkpoint}`. Chance: a random ranking (retrieval), the majority class"
              " (classification), or predictions paired with the wrong record (captions)."]
     write_report(out, title="SimMIM demo" + (" (quick)" if quick else ""), metrics=evaluation.metrics,
-                 samples=evaluation.samples, history=result.history, timing=timing, privacy=None, notes=notes)
-    return {"metrics": evaluation.metrics, "privacy": None, "timing": timing}
+                 samples=evaluation.samples, history=result.history, timing=timing, privacy=result.privacy,
+                 notes=notes)
+    return {"metrics": evaluation.metrics, "privacy": result.privacy, "timing": timing}

@@ -32,6 +32,28 @@ def plot_losses(history: list[dict], path: Path) -> Path:
     return path
 
 
+def plot_privacy(privacy: dict, path: Path, points: int = 20) -> Path:
+    """Epsilon spent (at the run's delta) against training steps."""
+    from simmim.privacy.accounting import epsilon
+
+    steps = sorted({max(1, round(privacy["steps"] * i / points)) for i in range(1, points + 1)})
+    spent = [epsilon(sample_rate=privacy["sample_rate"], noise_multiplier=privacy["noise_multiplier"], steps=t,
+                     delta=privacy["delta"], accountant=privacy["accountant"], sensitivity=privacy["sensitivity"])
+             for t in steps]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([0, *steps], [0.0, *spent], marker="o", markersize=3)
+    ax.axhline(privacy["epsilon"], color="red", linestyle="--", label=f"target {privacy['epsilon']:g}")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"epsilon (delta={privacy['delta']:g})")
+    ax.set_title(f"Privacy spent ({privacy['unit']} level, {privacy['accountant'].upper()})")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _image_grid(rows: list[tuple[str, list[np.ndarray]]], path: Path, title: str) -> Path:
     cols = max(len(images) for _, images in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.9 * len(rows)), squeeze=False)
@@ -90,6 +112,8 @@ def write_report(out: Path, *, title: str, metrics: dict, samples: dict, history
     """Write `report.md`, its PNGs and `summary.json` into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     figures = [("Loss curves", plot_losses(history, out / "loss_curves.png"))]
+    if privacy:
+        figures.append(("Privacy spent", plot_privacy(privacy, out / "privacy_epsilon.png")))
     if samples.get("retrieval"):
         figures.append(("Text -> image retrieval (top 5 test images per caption)",
                         _image_grid(samples["retrieval"], out / "retrieval_grid.png", "Retrieval")))

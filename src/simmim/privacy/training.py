@@ -161,7 +161,8 @@ class PrivateStep:
         std = self.plan.noise_multiplier * self.plan.max_grad_norm
         for p in self.parameters:
             noise = torch.normal(0.0, std, size=p.shape, generator=self.generator)
-            p.grad = (p.grad + noise) / self.normaliser
+            clipped_sum = p.grad if p.grad is not None else torch.zeros_like(p)  # None: nobody was sampled
+            p.grad = (clipped_sum + noise) / self.normaliser
         record = {"loss": float(torch.cat(totals).mean()) if totals else float("nan"),
                   "sampled_units": int(len(sampled))}
         record.update({name: float(torch.cat(values).mean()) for name, values in parts.items()})

@@ -34,10 +34,10 @@ def expected_clipped_sum(per_unit: list[dict[str, torch.Tensor]], max_grad_norm:
     return {name: sum(f * grads[name] for f, grads in zip(factors, per_unit)) for name in per_unit[0]}
 
 
-def engine_result(model: nn.Module, loss_of: LossOf, n: int, units: torch.Tensor | None,
-                  max_grad_norm: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def engine_result(model: nn.Module, loss_of: LossOf, n: int, units: torch.Tensor | None, max_grad_norm: float,
+                  linear_route: str = "auto") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(norms, p.grad by name) after one engine step over all n examples."""
-    with PerExampleClipper(model, max_grad_norm=max_grad_norm) as engine:
+    with PerExampleClipper(model, max_grad_norm=max_grad_norm, linear_route=linear_route) as engine:
         engine.zero_grad()
         norms = engine.accumulate_clipped(loss_of(torch.arange(n)), units)
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
@@ -54,15 +54,15 @@ def assert_close_grads(got: dict[str, torch.Tensor], expected: dict[str, torch.T
 
 
 def check_clipping(model: nn.Module, loss_of: LossOf, n: int, units: torch.Tensor | None = None,
-                   rtol: float = 1e-6) -> torch.Tensor:
+                   rtol: float = 1e-6, linear_route: str = "auto") -> torch.Tensor:
     """Asserts the engine's per-unit norms and clipped sums equal plain autograd's, for a bound C
-    that clips most units and for one that clips none. Returns the reference norms."""
+    that clips every unit and for one that clips none. Returns the reference norms."""
     reference_units = torch.arange(n) if units is None else units
     per_unit = reference_unit_gradients(model, loss_of, reference_units)
     norms = flat_norms(per_unit)
     assert bool((norms > 0).all()), "every unit must have a gradient for the check to mean anything"
     for max_grad_norm in (0.5 * float(norms.min()), 2.0 * float(norms.max())):
-        got_norms, got_grads = engine_result(model, loss_of, n, units, max_grad_norm)
+        got_norms, got_grads = engine_result(model, loss_of, n, units, max_grad_norm, linear_route)
         torch.testing.assert_close(got_norms, norms, rtol=rtol, atol=0.0)
         assert_close_grads(got_grads, expected_clipped_sum(per_unit, max_grad_norm), rtol)
     return norms
@@ -79,7 +79,7 @@ def _one_thread():
 
 @pytest.fixture
 def clipping_matches_autograd() -> Callable[..., torch.Tensor]:
-    """`check_clipping(model, loss_of, n, units=None, rtol=1e-6)`: see `check_clipping`."""
+    """`check_clipping(model, loss_of, n, units=None, rtol=1e-6, linear_route="auto")`: see `check_clipping`."""
     return check_clipping
 
 

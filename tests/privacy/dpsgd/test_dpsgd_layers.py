@@ -165,23 +165,34 @@ def test_logit_scale(init, units, clipping_matches_autograd):
     clipping_matches_autograd(model, loss_of, N, units)
 
 
+ROUTES = ["ghost", "per_example"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("causal", [False, True])
-def test_attention(causal, units, clipping_matches_autograd):
+def test_attention(causal, route, units, clipping_matches_autograd):
+    """Also checks the q, k and v projections sharing one input Gram on the ghost route."""
     layer = Attention(8, 2)
     x = _data(N, 5, 8)
-    clipping_matches_autograd(layer, lambda idx: _readout(layer(x[idx], causal=causal)), N, units)
+    clipping_matches_autograd(layer, lambda idx: _readout(layer(x[idx], causal=causal)), N, units,
+                              linear_route=route)
 
 
-def test_cross_attention_with_context_mask(units, clipping_matches_autograd):
+@pytest.mark.parametrize("route", ROUTES)
+def test_cross_attention_with_context_mask(route, units, clipping_matches_autograd):
     layer = Attention(8, 2, context_dim=6)
     x, context = _data(N, 4, 8), _data(N, 5, 6, seed=1)
     context_mask = torch.ones(N, 5, dtype=torch.bool)
     context_mask[::2, 3:] = False
     loss_of = lambda idx: _readout(layer(x[idx], context[idx], context_mask=context_mask[idx]))  # noqa: E731
-    clipping_matches_autograd(layer, loss_of, N, units)
+    clipping_matches_autograd(layer, loss_of, N, units, linear_route=route)
 
 
-def test_block_with_cross_attention(units, clipping_matches_autograd):
+@pytest.mark.parametrize("route", ROUTES)
+def test_block_with_cross_attention_called_twice(route, units, clipping_matches_autograd):
+    """One block run on two sequences (as the image encoder runs on the masked and unmasked view)."""
     block = Block(8, 2, context_dim=6)
-    x, context = _data(N, 4, 8), _data(N, 3, 6, seed=1)
-    clipping_matches_autograd(block, lambda idx: _readout(block(x[idx], context[idx], causal=True)), N, units)
+    x, y, context = _data(N, 4, 8), _data(N, 3, 8, seed=2), _data(N, 3, 6, seed=1)
+    loss_of = lambda idx: (_readout(block(x[idx], context[idx], causal=True))  # noqa: E731
+                           + _readout(block(y[idx], context[idx]), seed=4))
+    clipping_matches_autograd(block, loss_of, N, units, linear_route=route)

@@ -38,27 +38,44 @@ def _batch(model, n: int, *, video: bool, dtype: torch.dtype) -> dict[str, torch
     return batch
 
 
-def _model_and_losses(*, video: bool, dtype: torch.dtype = torch.float64):
+def _model_and_losses(*, video: bool, dtype: torch.dtype = torch.float64, objective: SimMIMObjective = OBJECTIVE,
+                      blocks: torch.Tensor | None = None):
     torch.manual_seed(0)
     model = create_model("tiny", vocab_size=VOCAB).to(dtype)
     batch = _batch(model, N, video=video, dtype=dtype)
+    if blocks is not None:
+        batch["blocks"] = blocks
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
-        return OBJECTIVE.weighted(OBJECTIVE.per_example(model, {k: v[idx] for k, v in batch.items()}))
+        return objective.weighted(objective.per_example(model, {k: v[idx] for k, v in batch.items()}))
 
     return model, loss_of
 
 
-@pytest.mark.parametrize("video", [False, True])
-def test_full_model_per_example(video, clipping_matches_autograd):
-    model, loss_of = _model_and_losses(video=video)
-    clipping_matches_autograd(model, loss_of, N)
+ROUTES = ["auto", "ghost", "per_example"]  # every Linear by cost, all by Gram matrices, all explicitly
 
 
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("video", [False, True])
-def test_full_model_per_user(video, clipping_matches_autograd, random_units):
+def test_full_model_per_example(video, route, clipping_matches_autograd):
     model, loss_of = _model_and_losses(video=video)
-    clipping_matches_autograd(model, loss_of, N, random_units(N, seed=2))
+    clipping_matches_autograd(model, loss_of, N, linear_route=route)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("video", [False, True])
+def test_full_model_per_user(video, route, clipping_matches_autograd, random_units):
+    model, loss_of = _model_and_losses(video=video)
+    clipping_matches_autograd(model, loss_of, N, random_units(N, seed=2), linear_route=route)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_group_clipping_of_the_contrastive_loss(route, clipping_matches_autograd):
+    """Units = blocks with in-block negatives: a block's gradient is that of its own examples'
+    losses (the learned temperature included), so the same engine clips it exactly."""
+    blocks = torch.tensor([5, 2, 5, 2, 2, 8])
+    model, loss_of = _model_and_losses(video=False, objective=SimMIMObjective(), blocks=blocks)
+    clipping_matches_autograd(model, loss_of, N, blocks, linear_route=route)
 
 
 def test_full_model_float32_within_1e4(clipping_matches_autograd, random_units):

@@ -60,14 +60,18 @@ class DenseUnitGradient:
         if self._squared_norms is not None:
             return self._squared_norms
         # vector_norm reads the (U, numel) block once without a same-sized temporary.
-        return torch.linalg.vector_norm(self._rows(), dim=1).square()
+        return torch.linalg.vector_norm(self.rows(), dim=1).square()
 
-    def _rows(self) -> torch.Tensor:
+    @property
+    def per_unit_numel(self) -> int:
+        return self.shape.numel()
+
+    def rows(self) -> torch.Tensor:
         """The per-unit gradients as (U, numel): also right for a scalar parameter."""
         return self.per_unit.reshape(len(self.per_unit), -1)
 
     def clipped_sum(self, factors: torch.Tensor) -> torch.Tensor:
-        return (factors.to(self.per_unit.dtype) @ self._rows()).view(self.shape)
+        return (factors.to(self.per_unit.dtype) @ self.rows()).view(self.shape)
 
 
 class TokenGrams:

@@ -26,6 +26,8 @@ from simmim.privacy.dpsgd.rules import rule_for
 from simmim.privacy.dpsgd.units import UnitIndex
 from simmim.privacy.dpsgd.validator import validate_module
 
+LINEAR_ROUTES = ("auto", "ghost", "per_example")
+
 
 class PerExampleClipper:
     """Per-unit gradient clipping for DP-SGD, in one backward pass per micro-batch.
@@ -47,21 +49,33 @@ class PerExampleClipper:
 
     While attached, a plain `loss.backward()` through the model is refused (it would leave the
     parameters without gradients); `detach()` (or leaving a `with` block) restores the model.
+
+    Every layer tensor's first dimension must index examples (or k consecutive rows per example),
+    and row n may depend on no example outside n's unit: true for per-example losses, and for an
+    in-block contrastive loss with units = blocks. Code that mixes units (batch statistics) cannot
+    be detected here; the validator refuses the modules known to do it.
     """
 
-    def __init__(self, model: nn.Module, *, max_grad_norm: float):
+    def __init__(self, model: nn.Module, *, max_grad_norm: float, linear_route: str = "auto"):
         """
         Args:
             model: the model; every module holding trainable parameters must have a rule
                 (checked by `validate_module`, which names every one that has not).
             max_grad_norm: the clipping bound C > 0 on each unit's gradient norm.
+            linear_route: how Linear and Conv2d weights get their per-unit norms: "auto" picks, per
+                layer and micro-batch, the cheaper of "ghost" (Gram matrices of inputs and output
+                gradients, clipped sum by one matmul) and "per_example" (explicit per-unit
+                gradients); forcing one is for measurements and tests. Results are the same.
 
         Raises:
             UnsupportedModuleError: from `validate_module`.
-            ClippingUsageError: C is not positive, or the model has no trainable parameter.
+            ClippingUsageError: C is not positive, an unknown route, or no trainable parameter.
         """
         if not max_grad_norm > 0:
             raise ClippingUsageError(f"max_grad_norm must be positive, got {max_grad_norm}")
+        if linear_route not in LINEAR_ROUTES:
+            raise ClippingUsageError(f"linear_route must be one of {', '.join(LINEAR_ROUTES)}, got {linear_route!r}")
+        self.linear_route = linear_route
         validate_module(model)
         self.model = model
         self.max_grad_norm = float(max_grad_norm)
@@ -123,7 +137,7 @@ class PerExampleClipper:
         kept = [param.grad for _, param in self._named_parameters]
         for _, param in self._named_parameters:
             param.grad = None
-        self._micro_batch = MicroBatchGradients(unit_index, self._recorded_calls)
+        self._micro_batch = MicroBatchGradients(unit_index, self._recorded_calls, self.linear_route)
         self._recorded_calls = Counter()
         try:
             loss_per_example.sum().backward()

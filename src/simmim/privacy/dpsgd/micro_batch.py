@@ -14,20 +14,25 @@ from simmim.privacy.dpsgd.errors import ClippingUsageError
 from simmim.privacy.dpsgd.units import UnitIndex
 
 Accumulator = DenseUnitGradient | GhostLinearGradient | SparseRowGradient
+SMALL_NUMEL = 4096  # per unit: biases, norms, tokens; their norms and sums are taken all at once
 
 
 class MicroBatchGradients:
     """Per-parameter accumulators for the N examples (U units) of one micro-batch."""
 
-    def __init__(self, units: UnitIndex, recorded_calls: Counter[nn.Module] | None = None):
+    def __init__(self, units: UnitIndex, recorded_calls: Counter[nn.Module] | None = None,
+                 linear_route: str = "auto"):
         """
         Args:
             units: the micro-batch's examples and units.
             recorded_calls: how many forward calls of each module were recorded for this backward;
                 when the last one has been added, its dense accumulators take their norms early.
+            linear_route: "auto" (by cost, per layer), "ghost" or "per_example" (see `linear_weight`).
         """
         self.units = units
+        self.linear_route = linear_route
         self._grams = TokenGrams(units)
+        self._small: tuple[list[nn.Parameter], torch.Tensor | None] | None = None
         self._accumulators: dict[nn.Parameter, Accumulator] = {}
         self._calls_left = Counter(recorded_calls or {})
 
@@ -54,8 +59,8 @@ class MicroBatchGradients:
         """Sums a layer tensor over everything but examples and the trailing `feature_dims`: (N, *features)."""
         return self.tokens(tensor, feature_dims).sum(1)
 
-    def dense(self, param: nn.Parameter, shape: torch.Size | None = None) -> DenseUnitGradient:
-        return self._get(param, lambda: DenseUnitGradient(self.units, shape or param.shape))
+    def dense(self, param: nn.Parameter) -> DenseUnitGradient:
+        return self._get(param, lambda: DenseUnitGradient(self.units, param.shape))
 
     def sparse_rows(self, param: nn.Parameter) -> SparseRowGradient:
         return self._get(param, lambda: SparseRowGradient(self.units, param.shape))
@@ -73,8 +78,11 @@ class MicroBatchGradients:
         d_out, d_in = shape
 
         def choose() -> DenseUnitGradient | GhostLinearGradient:
-            ghost_cost = self.units.mean_unit_size_seen_by_pairs() * tokens * (d_in + d_out)
-            if ghost_cost < d_in * d_out:
+            if self.linear_route == "auto":
+                ghost = self.units.mean_unit_size_per_example() * tokens * (d_in + d_out) < d_in * d_out
+            else:
+                ghost = self.linear_route == "ghost"
+            if ghost:
                 return GhostLinearGradient(self.units, shape, self._grams)
             return DenseUnitGradient(self.units, shape)
 
@@ -86,7 +94,7 @@ class MicroBatchGradients:
         if self._calls_left[module] == 0:
             for param in params:
                 accumulator = self._accumulators.get(param)
-                if isinstance(accumulator, DenseUnitGradient):
+                if isinstance(accumulator, DenseUnitGradient) and accumulator.per_unit_numel > SMALL_NUMEL:
                     accumulator.finish()
 
     def _get(self, param: nn.Parameter, make) -> Accumulator:
@@ -95,15 +103,37 @@ class MicroBatchGradients:
             accumulator = self._accumulators[param] = make()
         return accumulator
 
+    def _small_dense(self) -> tuple[list[nn.Parameter], torch.Tensor | None]:
+        """The small dense accumulators' parameters, and their per-unit gradients side by side
+        (U, total numel): one norm and one weighted sum for all of them instead of two each."""
+        if self._small is None:
+            params = [p for p, a in self._accumulators.items()
+                      if isinstance(a, DenseUnitGradient) and a.per_unit_numel <= SMALL_NUMEL]
+            rows = torch.cat([self._accumulators[p].rows() for p in params], dim=1) if params else None
+            self._small = (params, rows)
+        return self._small
+
     def squared_norms(self, like: torch.Tensor) -> torch.Tensor:
         """(U,) squared norm of each unit's gradient over all parameters (flat clipping), starting
         from zeros of `like`'s dtype and device (a loss that reaches no parameter has norm 0)."""
         total = like.new_zeros(self.units.num_units)
-        for accumulator in self._accumulators.values():
-            total = total + accumulator.squared_norms()
+        small, rows = self._small_dense()
+        if rows is not None:
+            total = total + torch.linalg.vector_norm(rows, dim=1).square()
+        small_ids = {id(p) for p in small}  # by identity: `in` on a list of tensors compares values
+        for param, accumulator in self._accumulators.items():
+            if id(param) not in small_ids:
+                total = total + accumulator.squared_norms()
         return total
 
     def clipped_sums(self, factors: torch.Tensor) -> Iterator[tuple[nn.Parameter, torch.Tensor]]:
         """(parameter, sum_u factors[u] * gradient of unit u) for every parameter the backward reached."""
+        small, rows = self._small_dense()
+        if rows is not None:
+            summed = factors.to(rows.dtype) @ rows
+            for param, part in zip(small, summed.split([p.numel() for p in small])):
+                yield param, part.view_as(param)
+        small_ids = {id(p) for p in small}
         for param, accumulator in self._accumulators.items():
-            yield param, accumulator.clipped_sum(factors).view_as(param)
+            if id(param) not in small_ids:
+                yield param, accumulator.clipped_sum(factors).view_as(param)

@@ -30,15 +30,22 @@ class UnitIndex:
             self.ids = None
             self.example_unit = None
             self.num_units = num_examples
-            self._counts = None
+            self._mean_unit_size = 1.0
             return
         if units.shape != (num_examples,) or units.dtype not in (torch.int32, torch.int64):
             raise ClippingUsageError(
                 f"units must be an integer tensor of shape ({num_examples},), one id per example; "
                 f"got dtype {units.dtype} and shape {tuple(units.shape)}"
             )
-        self.ids, self.example_unit, self._counts = torch.unique(units, return_inverse=True, return_counts=True)
+        self.ids, self.example_unit, counts = torch.unique(units, return_inverse=True, return_counts=True)
         self.num_units = len(self.ids)
+        self._mean_unit_size = float((counts.double() ** 2).sum()) / num_examples
+        # Each example's slot inside its unit (0 .. m_u - 1), for `pack`.
+        order = torch.argsort(self.example_unit, stable=True)
+        first_of_unit = torch.cumsum(counts, 0) - counts
+        self._slot = torch.empty_like(order)
+        self._slot[order] = torch.arange(num_examples, device=order.device) - first_of_unit[self.example_unit[order]]
+        self._largest = int(counts.max())
 
     @property
     def is_identity(self) -> bool:
@@ -62,11 +69,10 @@ class UnitIndex:
             return torch.arange(self.num_examples, device=device)
         return self.example_unit
 
-    def mean_unit_size_seen_by_pairs(self) -> float:
-        """sum_u m_u^2 / N: how many token pairs a unit's Gram matrix holds per example's T^2."""
-        if self._counts is None:
-            return 1.0
-        return float((self._counts.double() ** 2).sum()) / self.num_examples
+    def mean_unit_size_per_example(self) -> float:
+        """sum_u m_u^2 / N: the size of an example's unit, averaged over examples (1 when each example
+        is its own unit). A unit's ghost Gram matrices hold m_u^2 T^2 token pairs."""
+        return self._mean_unit_size
 
     def pack(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T, d) per-example token rows -> (U, m_max * T, d), each unit's examples concatenated.
@@ -76,12 +82,7 @@ class UnitIndex:
         """
         if self.is_identity:
             return tokens
-        n, length, dim = tokens.shape
-        order = torch.argsort(self.example_unit, stable=True)
-        sorted_units = self.example_unit[order]
-        first_of_unit = torch.cumsum(self._counts, 0) - self._counts
-        slot = torch.empty_like(order)
-        slot[order] = torch.arange(n, device=order.device) - first_of_unit[sorted_units]
-        packed = tokens.new_zeros((self.num_units, int(self._counts.max()), length, dim))
-        packed[self.example_unit, slot] = tokens
+        _, length, dim = tokens.shape
+        packed = tokens.new_zeros((self.num_units, self._largest, length, dim))
+        packed[self.example_unit, self._slot] = tokens
         return packed.view(self.num_units, -1, dim)
