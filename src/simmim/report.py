@@ -89,10 +89,11 @@ def plot_captions(samples: list[tuple[np.ndarray, str, str]], path: Path) -> Pat
 def plot_generated(samples: list[tuple[str, np.ndarray]], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(samples), figsize=(2.0 * len(samples), 2.6), squeeze=False)
     for ax, (caption, image) in zip(axes[0], samples):
-        ax.imshow(image, interpolation="nearest")
+        # Squared-error decoders draw dim means: stretch each image to its brightest pixel to show them.
+        ax.imshow((image.astype(float) / max(1, int(image.max()))), interpolation="nearest")
         ax.set_title(caption.replace(" at the ", "\nat the "), fontsize=7)
         ax.axis("off")
-    fig.suptitle("Images generated from test captions")
+    fig.suptitle("Images generated from test captions (each scaled to its brightest pixel)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -19,4 +19,4 @@ def test_analysis_reads_colour_and_cell_of_every_rendered_object_even_dimmed_and
 
 def test_empty_image_has_no_colour_or_cell():
     assert analyse_image(np.zeros((32, 32, 3), np.uint8)) == (None, None)
-    assert analyse_image(np.full((32, 32, 3), 10, np.uint8)) == (None, None)
+    assert analyse_image(np.full((32, 32, 3), 5, np.uint8)) == (None, None)

@@ -9,7 +9,7 @@ import numpy as np
 from simmim.data.records import COLOURS, GRID
 from simmim.data.synthetic import PALETTE
 
-MIN_PEAK = 40  # an image whose brightest channel stays below this is empty
+MIN_PEAK = 8  # an image whose brightest channel stays below this (3% of full scale) is empty
 
 
 def analyse_image(image: np.ndarray) -> tuple[str | None, int | None]:

@@ -164,7 +164,7 @@ class PrivateStep:
             clipped_sum = p.grad if p.grad is not None else torch.zeros_like(p)  # None: nobody was sampled
             p.grad = (clipped_sum + noise) / self.normaliser
         record = {"loss": float(torch.cat(totals).mean()) if totals else float("nan"),
-                  "sampled_units": int(len(sampled))}
+                  "sampled_units": int(len(sampled)), "examples": int(sum(len(t) for t in totals))}
         record.update({name: float(torch.cat(values).mean()) for name, values in parts.items()})
         return record
 
