@@ -16,9 +16,6 @@ class ModelConfig:
     # are learned within a few hundred steps (with 4-px patches captions stayed at chance on position).
     patch_size: int = 8
     channels: int = 3
-    # A 3x3 convolution (+ GELU) before the patch embedding, with this many channels; 0: none (as
-    # CLIP). It gives the patch embedding shift-tolerant local features (edges, corners).
-    stem_channels: int = 0
     width: int = 64  # image encoder width
     depth: int = 2
     heads: int = 4
@@ -50,11 +47,6 @@ class ModelConfig:
     def patch_dim(self) -> int:
         """Pixels per patch (what the masked-patch and generation heads predict)."""
         return self.channels * self.patch_size**2
-
-    @property
-    def patch_input_dim(self) -> int:
-        """Features per patch entering the patch embedding."""
-        return (self.stem_channels or self.channels) * self.patch_size**2
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:

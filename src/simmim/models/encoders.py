@@ -4,11 +4,10 @@ video encoder that runs the image encoder per frame and a temporal transformer o
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from simmim.models.config import ModelConfig
-from simmim.models.layers import Block, ClassToken, MaskToken, PositionEmbedding, patchify, sincos_2d, unpatchify
+from simmim.models.layers import Block, ClassToken, MaskToken, PositionEmbedding, patchify, sincos_2d
 
 
 class ImageEncoder(nn.Module):
@@ -21,8 +20,7 @@ class ImageEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.stem = nn.Conv2d(cfg.channels, cfg.stem_channels, 3, padding=1) if cfg.stem_channels else None
-        self.patch_embed = nn.Linear(cfg.patch_input_dim, cfg.width, bias=False)
+        self.patch_embed = nn.Linear(cfg.patch_dim, cfg.width, bias=False)
         self.mask_token = MaskToken(cfg.width)
         self.class_token = ClassToken(cfg.width)
         self.position = PositionEmbedding(cfg.num_patches + 1, cfg.width)
@@ -41,15 +39,7 @@ class ImageEncoder(nn.Module):
         return (images - mean) / std
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        pixels = self.normalise(images)
-        if self.stem is not None:
-            if mask is not None:
-                # Blank masked patches before the convolution, so no visible patch's features see
-                # across the border into a masked one.
-                pixels = pixels * ~unpatchify(mask[:, :, None].expand(-1, -1, self.cfg.patch_dim),
-                                              self.cfg.patch_size, self.cfg.channels)
-            pixels = F.gelu(self.stem(pixels))
-        x = self.patch_embed(patchify(pixels, self.cfg.patch_size))
+        x = self.patch_embed(patchify(self.normalise(images), self.cfg.patch_size))
         if mask is not None:
             x = self.mask_token(x, mask)
         x = self.ln_pre(self.position(self.class_token(x)))
