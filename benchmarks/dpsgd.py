@@ -32,10 +32,11 @@ model (same initialisation, same batch), and steps them round-robin: 2 warm-up r
 timed rounds. The median wall time per step is reported, and ratios are taken between variants of
 the same process, which saw the same machine load.
 
-Memory: each variant in its own process (peak RSS only ever grows within a process): 2 warm-up
-steps, then the peak is reset (/proc/self/clear_refs) and the peak RSS over --mem-steps further
-steps, minus the RSS before them, is the step's peak memory increase (activations, gradients,
-per-sample state; the model and batch themselves are excluded).
+Memory: each variant in its own process (peak RSS only ever grows within a process). The peak
+RSS over 2 + --mem-steps steps, minus the RSS just before the first step, is the step's peak
+memory increase: activations, gradients, per-sample state, and what the allocator keeps between
+steps; the model, the batch and the Opacus/engine setup are excluded. (The peak creeps up over
+the first steps as the heap fragments, hence several steps.)
 
 Correctness first: before timing, for each model (and demo objective), ours and every Opacus
 variant must give the same clipped gradient sum at sigma = 0, on a batch of 16 with C set to the
@@ -60,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -95,8 +97,15 @@ VOCAB_RECORDS = 512  # the tokenizer is fitted on these, so the demo model is th
 @dataclass
 class Workload:
     model: nn.Module
-    batch_size: int
-    losses: Callable[[], torch.Tensor]  # forward pass included; (N,) per-example losses
+    batch: dict[str, torch.Tensor]  # every tensor indexed by example first
+    loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor]  # forward included; (N,) per-example losses
+
+    @property
+    def batch_size(self) -> int:
+        return len(next(iter(self.batch.values())))
+
+    def losses(self) -> torch.Tensor:
+        return self.loss_of(self.batch)
 
 
 class ViTClassifier(nn.Module):
@@ -168,16 +177,17 @@ def build_workload(model_name: str, objective: str, n: int) -> Workload:
         weights = LossWeights(contrastive=0.0, masked_patch=1.0 if objective == "full" else 0.0)
         loss_fn = SimMIMObjective(weights, pad_id=pad_id)
 
-        def losses() -> torch.Tensor:
+        def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             return loss_fn.weighted(loss_fn.per_example(model, batch))
     else:
         images, labels = _vit_data(n)
+        batch = {"images": images, "labels": labels}
         model = ViTClassifier()
 
-        def losses() -> torch.Tensor:
-            return F.cross_entropy(model(images), labels, reduction="none")
+        def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return F.cross_entropy(model(batch["images"]), batch["labels"], reduction="none")
 
-    workload = Workload(model, n, losses)
+    workload = Workload(model, batch, loss_of)
     _freeze_for_opacus(workload)
     return workload
 
@@ -185,13 +195,14 @@ def build_workload(model_name: str, objective: str, n: int) -> Workload:
 def _freeze_for_opacus(workload: Workload) -> None:
     """Freezes, in every variant alike, what Opacus cannot handle: LearnedQueries (an int input its
     activation hook cannot detach) and the parameters the objective never reaches (its optimiser
-    expects a per-sample gradient for each trainable one), found by one probe backward."""
+    expects a per-sample gradient for each trainable one), found by one probe backward on two
+    examples (small, so that it leaves no freed-but-kept memory behind in the RSS)."""
     from simmim.models.layers import LearnedQueries
 
     for module in workload.model.modules():
         if isinstance(module, LearnedQueries):
             module.weight.requires_grad_(False)
-    workload.losses().sum().backward()
+    workload.loss_of({key: value[:2] for key, value in workload.batch.items()}).sum().backward()
     for param in workload.model.parameters():
         if param.grad is None:
             param.requires_grad_(False)
@@ -346,22 +357,27 @@ def time_variants(model_name: str, batch_size: int, threads: int, reps: int) -> 
     steps = {(objective, variant): make_step(variant, build_workload(model_name, objective, batch_size), CLIP)
              for objective, variant in entries}
     times: dict[tuple[str, str], list[float]] = {entry: [] for entry in entries}
+    cpu: dict[tuple[str, str], list[float]] = {entry: [] for entry in entries}
     for round_index in range(WARMUP + reps):
         # Each round starts one variant later, so that no variant always follows the same one
         # (which would hand it the same allocator and cache state every time).
         shift = round_index % len(entries)
         for entry in entries[shift:] + entries[:shift]:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             steps[entry]()
-            elapsed = time.perf_counter() - start
             if round_index >= WARMUP:
-                times[entry].append(elapsed)
+                times[entry].append(time.perf_counter() - start)
+                cpu[entry].append(time.process_time() - start_cpu)
+    # The load average includes this process's own threads: well above `threads` means the
+    # machine was shared, and wall times (2 threads above all) are not to be trusted.
+    load = os.getloadavg()[0]
     rows = []
     for (objective, variant), values in times.items():
         quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
         rows.append({"model": model_name, "objective": objective, "variant": variant, "batch": batch_size,
                      "threads": threads, "reps": reps, "step_ms": 1000 * statistics.median(values),
-                     "step_ms_min": 1000 * min(values), "step_ms_iqr": [1000 * quartiles[0], 1000 * quartiles[2]]})
+                     "step_ms_min": 1000 * min(values), "step_ms_iqr": [1000 * quartiles[0], 1000 * quartiles[2]],
+                     "cpu_ms": 1000 * statistics.median(cpu[(objective, variant)]), "loadavg_1min_after": load})
     return rows
 
 
@@ -371,18 +387,24 @@ def _status_mib(key: str) -> float:
 
 
 def peak_memory(model_name: str, objective: str, variant: str, batch_size: int, threads: int, steps: int) -> dict:
-    """Steady-state peak RSS increase of one variant's step, alone in this process."""
+    """Peak RSS increase of one variant's steps, alone in this process: the peak over WARMUP + steps
+    steps minus the RSS before the first (model, batch and Opacus/engine state already built).
+
+    Not the peak after a warm-up minus the RSS then: the allocator keeps the memory a step freed, so
+    after one step the RSS already holds the step's peak and the increase would read ~0."""
     torch.set_num_threads(threads)
     step = make_step(variant, build_workload(model_name, objective, batch_size), CLIP)
-    for _ in range(WARMUP):
-        step()
-    # "5" resets the peak (VmHWM) to the current RSS: the warm-up's one-off allocations drop out.
+    # "5" resets the peak (VmHWM) to the current RSS: one-off peaks of the setup (data generation,
+    # imports) drop out.
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = _status_mib("VmRSS:")
-    for _ in range(steps):
+    after_each = []
+    for _ in range(WARMUP + steps):
         step()
-    return {"rss_before_mib": before, "peak_rss_increase_mib": _status_mib("VmHWM:") - before}
+        after_each.append(_status_mib("VmHWM:") - before)
+    return {"rss_before_mib": before, "peak_rss_increase_mib": after_each[-1],
+            "peak_rss_increase_after_each_step_mib": after_each}
 
 
 # Driver.
@@ -462,7 +484,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 256])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--reps", type=int, default=7, help="timed rounds per process (after 2 warm-up rounds)")
-    parser.add_argument("--mem-steps", type=int, default=3, help="steps over which the peak RSS is taken")
+    parser.add_argument("--mem-steps", type=int, default=3,
+                        help="steps after the 2 warm-up ones over which the peak RSS is taken")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-variant peak-RSS processes")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--json-out", metavar="FILE", help="also write that JSON object to FILE (table and JSON "
@@ -481,12 +504,16 @@ def main() -> None:
         return
 
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     # The check runs here: as few threads as the measurements use, not torch's default (all cores).
     torch.set_num_threads(min(args.threads))
 
     def progress(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f}s] {message}", file=sys.stderr, flush=True)
 
+    if load_before > 0.5:
+        progress(f"warning: load average {load_before:.2f} before starting: the machine is not idle, and "
+                 "timings (2 threads above all) will suffer from the other work")
     checks: list[dict] = []
     rows: list[dict] = []
     for model_name in args.models:
@@ -531,9 +558,11 @@ def main() -> None:
         "not_run": [{"model": m, "objective": o, "variant": v, "why": why} for (m, o, v), why in NOT_RUN.items()
                     if m in args.models],
         "settings": {"reps": args.reps, "warmup": WARMUP, "mem_steps": None if args.no_memory else args.mem_steps,
-                     "clip": CLIP, "noise_multiplier": 0.0, "step_time": "median wall time"},
+                     "clip": CLIP, "noise_multiplier": 0.0,
+                     "step_time": "median wall time per step (cpu_ms: median process CPU time, all threads)"},
         "environment": {"torch": torch.__version__, "opacus": opacus.__version__, "python": platform.python_version(),
-                        "machine": platform.machine()},
+                        "machine": platform.machine(), "cpus": os.cpu_count(),
+                        "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]},
         "run_seconds": time.perf_counter() - started,
         "rows": rows,
     }
