@@ -247,11 +247,8 @@ def _register_opacus_samplers() -> None:
 
 
 def _quiet_opacus() -> None:
-    # Opacus warns on every wrap (secure RNG off, hooks on a non-full backward): noise for a benchmark.
-    warnings.filterwarnings("ignore", module=r"opacus(\.|$)")
-    warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
-    # Torch's note that a full backward hook (Opacus's) fires on a module whose input needs no
-    # gradient (the first layer, fed the images): expected, and harmless.
+    # Torch warns, at each backward, that a full backward hook (Opacus's) fires on a module whose
+    # input needs no gradient (the first layer, fed the images or token ids): expected and harmless.
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
 
