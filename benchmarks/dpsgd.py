@@ -509,8 +509,9 @@ def main() -> None:
         print(f"[{time.perf_counter() - started:6.0f}s] {message}", file=sys.stderr, flush=True)
 
     if load_before > 0.5:
-        progress(f"warning: load average {load_before:.2f} before starting: the machine is not idle, and "
-                 "timings (2 threads above all) will suffer from the other work")
+        # The 1-minute average also remembers work that just ended: a warning, not a refusal.
+        progress(f"warning: load average {load_before:.2f} before starting: if other work is still running, "
+                 "timings (2 threads above all) will suffer from it (each row records the load after it)")
     checks: list[dict] = []
     rows: list[dict] = []
     for model_name in args.models:
