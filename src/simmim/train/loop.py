@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from simmim.config import Config
@@ -113,8 +114,6 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         optimizer, lambda s: warmup_cosine(s, warmup=tc.warmup_steps, total=tc.steps))
     start, history, elapsed = 0, [], 0.0
     if resume_from is not None:
-        from safetensors.torch import load_file
-
         model.load_state_dict(load_file(resume_from / "model.safetensors"))
         state = load_trainer_state(resume_from)
         optimizer.load_state_dict(state["optimizer"])
@@ -125,7 +124,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     if cfg.privacy.dp:
         if video_set is not None:
             raise ConfigError("DP training takes still images only for now: set data.video_train_size = 0")
-        previous_job = meta.get("privacy", {}).get("ledger_job") if resume_from is not None else None
+        previous_job = (meta.get("privacy") or {}).get("ledger_job") if resume_from is not None else None
         private = PrivateTraining(cfg, model, train_set, fingerprint, out_dir, previous_job)
         step_fn = private.step
     step_fn = step_fn or (lambda m, o, b: standard_step(m, o, b, tc.grad_clip))
