@@ -23,3 +23,11 @@ class PrivacyError(SimMIMError):
 
 class BudgetExceededError(PrivacyError):
     """A job would take a dataset past its privacy budget; refused before anything runs."""
+
+
+class VaultError(SimMIMError):
+    """A personal-data vault operation is refused or failed; the message names the record, subject or field."""
+
+
+class CryptoError(SimMIMError):
+    """A key, ciphertext or homomorphic operation is invalid or would give a wrong result; refused."""
