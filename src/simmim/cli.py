@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from simmim.crypto.commands import he_app
 from simmim.errors import SimMIMError
 from simmim.privacy.commands import budget_app, privacy_app, stats
 
@@ -23,6 +24,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Generate, convert and check d
 app.add_typer(data_app, name="data")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(budget_app, name="budget")
+app.add_typer(he_app, name="he")
 app.command("stats")(stats)
 console = Console()
 DEFAULT_MODEL = Path("runs/demo/model")

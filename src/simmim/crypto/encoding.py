@@ -106,9 +106,13 @@ class SlotLayout:
             raise CryptoError(f"max_additions must be at least 1, got {max_additions}")
         slot_bits = (max_additions * max(value_bound, 1)).bit_length() + 1
         slots = (key_bits - 1) // slot_bits
-        if slots < 2:
-            return cls.unpacked(key_bits)
-        return cls(slot_bits=slot_bits, slots=slots)
+        if slots >= 2 and slot_bits <= MAX_PACKED_SLOT_BITS:
+            return cls(slot_bits=slot_bits, slots=slots)
+        unpacked = cls.unpacked(key_bits)
+        if slot_bits - 1 > unpacked.slot_bits - 1:
+            raise CryptoError(f"{max_additions} additions of values up to {value_bound} do not fit a "
+                              f"{key_bits}-bit plaintext")
+        return unpacked
 
     @classmethod
     def unpacked(cls, key_bits: int) -> SlotLayout:
