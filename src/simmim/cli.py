@@ -17,6 +17,7 @@ from rich.console import Console
 from simmim.crypto.commands import he_app
 from simmim.errors import SimMIMError
 from simmim.privacy.commands import budget_app, privacy_app, stats
+from simmim.vault.commands import vault_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SimMIM: train and use a multimodal model on personal data, privately.")
@@ -24,6 +25,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Generate, convert and check d
 app.add_typer(data_app, name="data")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(budget_app, name="budget")
+app.add_typer(vault_app, name="vault")
 app.add_typer(he_app, name="he")
 app.command("stats")(stats)
 console = Console()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -108,14 +109,16 @@ class KeySource:
 
 
 def _decode_key(data: bytes, what: str) -> bytes:
+    """Raw 32 bytes, or their hex or base64 (surrounding whitespace ignored)."""
     if len(data) == KEY_BYTES:
         return data
     text = data.strip()
-    for decode in (bytes.fromhex, base64.b64decode):
-        try:
-            key = decode(text.decode("ascii") if decode is bytes.fromhex else text)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            continue
+    candidates = []
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        candidates.append(bytes.fromhex(text.decode("ascii")))
+    with contextlib.suppress(ValueError, binascii.Error):
+        candidates.append(base64.b64decode(text, validate=True))
+    for key in candidates:
         if len(key) == KEY_BYTES:
             return key
     raise VaultError(f"{what} does not hold a {KEY_BYTES}-byte key (raw, hex or base64)")

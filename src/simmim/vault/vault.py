@@ -295,7 +295,7 @@ class Vault:
                          details={"reason": decision.reason})
         if not decision.allowed:
             who = self.principal or "nobody (give a principal or a token)"
-            raise AccessDeniedError(f"{who} may not {action}{' for ' + purpose if purpose else ''}: "
+            raise AccessDeniedError(f"access denied: {who} may not {action}{' for ' + purpose if purpose else ''}: "
                                     f"{decision.reason}")
         return decision
 
