@@ -9,6 +9,7 @@ from simmim.crypto.fixed_base import FixedBaseTable
 from simmim.crypto.paillier import (
     RANDOMNESS_MODES,
     PrivateKey,
+    PublicKey,
     generate_keypair,
     keypair_from_primes,
     randomness_exponent_bits,
@@ -139,3 +140,11 @@ def test_imported_primes_give_a_working_key(keys_512):
     assert public.n == private.public_key.n and public.h_s != private.public_key.h_s
     assert imported.decrypt(private.public_key.encrypt(-42)) == -42  # h_s does not matter for decryption
     assert math.gcd(int(public.h_s), int(public.n)) == 1
+
+
+def test_a_public_key_with_a_bad_randomiser_base_is_caught_by_the_key_holder(keys_512):
+    public, private = keys_512
+    bad = PublicKey(n=public.n, h_s=(public.n + 1) * public.h_s % public.n_square)  # h_s times g: adds 1
+    assert private.decrypt(bad.encrypt(5)) != 5
+    with pytest.raises(CryptoError, match="n-th residue"):
+        PrivateKey(public_key=bad, p=private.p, q=private.q)

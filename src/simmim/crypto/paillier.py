@@ -185,6 +185,10 @@ class PrivateKey:
     def __post_init__(self):
         if self.p * self.q != self.public_key.n or self.p == self.q or min(self.p, self.q) < 3:
             raise CryptoError("invalid private key: p * q is not the public modulus n")
+        # The n-th residues are exactly the units whose order divides phi(n); a base outside them
+        # would add a plaintext to every DJN encryption.
+        if gmpy2.powmod(self.public_key.h_s, (self.p - 1) * (self.q - 1), self.public_key.n_square) != 1:
+            raise CryptoError("invalid key pair: the public randomiser base h_s is not an n-th residue")
 
     @cached_property
     def _crt(self) -> dict:
