@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from simmim.errors import VaultError
@@ -79,6 +79,9 @@ def transaction(engine: Engine) -> Iterator[Session]:
             yield session
     except OperationalError as exc:
         raise VaultError(f"vault database at {safe_url(engine.url)} unavailable: {exc.orig}") from None
+    except IntegrityError as exc:
+        raise VaultError(f"vault database at {safe_url(engine.url)} refused a write ({exc.orig}); nothing of it was "
+                         f"stored. If the audit log was altered, `simmim vault verify` says where") from None
 
 
 def safe_url(url: URL) -> str:
