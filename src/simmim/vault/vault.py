@@ -401,10 +401,11 @@ class Vault:
     def _refuse_known_records(self, session: Session, encoded: list) -> None:
         by_ref = {ref: record for record, _, _, ref in encoded}
         for part in _chunks(list(by_ref)):
-            taken = session.scalars(select(RecordRow.ref).where(RecordRow.ref.in_(part))).first()
-            if taken is not None:
-                raise VaultError(f"record {by_ref[taken].record_id!r}: record id is already in the vault; use "
-                                 f"rectify to replace it. Nothing of this batch was stored")
+            taken = set(session.scalars(select(RecordRow.ref).where(RecordRow.ref.in_(part))))
+            if taken:
+                first = next(by_ref[ref] for ref in part if ref in taken)  # the first in batch order
+                raise VaultError(f"record {first.record_id!r}: record id is already in the vault ({len(taken)} of "
+                                 f"this batch are); use rectify to replace it. Nothing of this batch was stored")
 
     def _subjects_for_ingest(self, session: Session, encoded: list) -> tuple[dict[str, SubjectRow], int]:
         first_record = {}
