@@ -1,7 +1,8 @@
 """Paillier at 2048 bits, one core: simmim.crypto against phe (python-paillier) in the same run.
 
     python benchmarks/he.py [--values 100000] [--vectors 10] [--reps 3] [--phe-encrypt 200]
-                            [--phe-sum 2000] [--phe-decrypt 300] [--cpu N] [--json] [--json-out FILE]
+                            [--phe-sum 2000] [--phe-decrypt 300] [--no-ckks] [--cpu N] [--json]
+                            [--json-out FILE]
 
 Jobs (both libraries under the same 2048-bit key: phe's primes imported with keypair_from_primes):
 
@@ -28,6 +29,8 @@ scaled linearly to the full job: every phe operation here is per value, independ
 others. phe's input ciphertexts for the sum, decryption and linear head are made by our key-holder
 encryption of phe's own encodings (the same integers, valid phe ciphertexts; only their making is
 faster and it is not timed).
+
+CKKS (TenSEAL, if installed): the same jobs once, for context, with its approximation error.
 
 Noise: the machine may be shared. Each job alternates ours and phe --reps times and takes the
 median of each, so both see the same load; ratios are ours over phe (bytes: ours / phe).
@@ -180,6 +183,8 @@ def run(args) -> dict:
     ours_bytes = len(vector_to_bytes(encrypted))
     report["bytes"] = {"ours": ours_bytes, "phe": PHE_CIPHERTEXT_BYTES * n_values,
                        "ours_per_value": ours_bytes / n_values}
+    if not args.no_ckks:
+        report["ckks"] = ckks_figures(vectors_x, embedding, weights)
 
     report.update(
         encrypt_speedup=report["encrypt"]["ours_values_per_s"] / report["encrypt"]["phe_values_per_s"],
@@ -194,6 +199,28 @@ def run(args) -> dict:
         linear_head_speedup_vs_phe_int_weights=phe_int_s / ours_s,
     )
     return report
+
+
+def ckks_figures(vectors_x: list[np.ndarray], embedding: np.ndarray, weights: np.ndarray) -> dict | None:
+    """The same jobs with CKKS (TenSEAL, N = 8192): approximate results, for context; once each."""
+    try:
+        from simmim.crypto import ckks
+    except ImportError:
+        return None
+    if ckks.ts is None:
+        return None
+    keys = ckks.CkksKeys.generate()
+    n_values = vectors_x[0].size
+    t_encrypt, encrypted = timed(lambda: [ckks.encrypt_vector(keys, v) for v in vectors_x])
+    t_sum, total = timed(lambda: ckks.sum_vectors(encrypted))
+    t_decrypt, result = timed(lambda: ckks.decrypt_vector(keys, total))
+    query = ckks.encrypt_vector(keys, embedding)
+    t_head, scores = timed(lambda: ckks.linear(query, weights))
+    return {"encrypt_values_per_s": n_values * len(vectors_x) / t_encrypt, "sum_values_per_s": n_values / t_sum,
+            "decrypt_values_per_s": n_values / t_decrypt, "linear_head_seconds": t_head,
+            "bytes": len(ckks.vector_to_bytes(encrypted[0])),
+            "sum_max_error": float(np.abs(result - np.sum(vectors_x, axis=0)).max()),
+            "linear_head_max_error": float(np.abs(ckks.decrypt_scores(keys, scores) - weights @ embedding).max())}
 
 
 GOALS = {"encrypt_speedup": (">=", 400), "decrypt_speedup": (">=", 30), "sum_speedup": (">=", 150),
@@ -219,6 +246,12 @@ def print_table(report: dict) -> None:
     b = report["bytes"]
     print(f"ciphertext bytes: ours {b['ours']:,} ({b['ours_per_value']:.1f}/value), phe {b['phe']:,}")
     print("phe rates are measured on the subsets shown and scaled linearly to the full job.")
+    c = report.get("ckks")
+    if c:
+        print(f"CKKS (TenSEAL, N=8192, one run): encrypt {c['encrypt_values_per_s']:,.0f}/s, sum "
+              f"{c['sum_values_per_s']:,.0f}/s, decrypt {c['decrypt_values_per_s']:,.0f}/s, linear head "
+              f"{c['linear_head_seconds'] * 1000:.0f} ms, {c['bytes']:,} bytes; max error sum "
+              f"{c['sum_max_error']:.1e}, head {c['linear_head_max_error']:.1e}")
     for key, (op, goal) in GOALS.items():
         value = report[key]
         met = value >= goal if op == ">=" else value <= goal
@@ -236,6 +269,7 @@ def main() -> None:
     parser.add_argument("--phe-encrypt", type=int, default=200, help="values phe encrypts per repetition")
     parser.add_argument("--phe-sum", type=int, default=2000, help="values per vector in phe's sum")
     parser.add_argument("--phe-decrypt", type=int, default=300, help="values phe decrypts per repetition")
+    parser.add_argument("--no-ckks", action="store_true", help="skip the CKKS (TenSEAL) figures")
     parser.add_argument("--cpu", type=int, default=None, help="the one CPU to run on (default: the last allowed)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
