@@ -26,7 +26,7 @@ UPDATE_CODEC = FixedPoint(fraction_bits=24, max_abs=64.0)
 
 
 def encrypt_update(public_key: PublicKey, update: np.ndarray, *, parties: int, codec: FixedPoint = UPDATE_CODEC,
-                   mode: str = DEFAULT_MODE, workers: int | None = 1) -> bytes:
+                   mode: str = DEFAULT_MODE, workers: int | None = None) -> bytes:
     """One party's update (any shape; flattened), encrypted and packed for a sum over `parties`."""
     if parties < 1:
         raise CryptoError(f"parties must be at least 1, got {parties}")
@@ -45,6 +45,6 @@ def aggregate(updates: Iterable[bytes | EncryptedVector], public_key: PublicKey)
     return sum_vectors(vectors)
 
 
-def decrypt_sum(private_key: PrivateKey, total: EncryptedVector, *, workers: int | None = 1) -> np.ndarray:
+def decrypt_sum(private_key: PrivateKey, total: EncryptedVector, *, workers: int | None = None) -> np.ndarray:
     """The key holder's view: the summed update as float64."""
     return decrypt_vector(private_key, total, workers=workers)

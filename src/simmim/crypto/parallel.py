@@ -1,8 +1,10 @@
 """A process pool for long vectors: Paillier work is pure CPU, so threads would not help.
 
-Each worker builds its own fixed-base table on first use (about 0.2 s at 2048 bits), so the
-pool pays off from a few hundred ciphertexts on; below `MIN_ITEMS_PER_WORKER` per worker the
-work stays in this process.
+Each worker builds its own fixed-base tables on first use (0.2-0.4 s at 2048 bits) and the
+pool itself takes time to start, so it pays off only for long vectors: below
+`MIN_ITEMS_PER_WORKER` ciphertexts per worker the work stays in this process. Workers default
+to the cores this process may use (its CPU affinity), so a process pinned to one core never
+starts a pool.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-MIN_ITEMS_PER_WORKER = 256
+MIN_ITEMS_PER_WORKER = 1024
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -25,7 +27,7 @@ def resolve_workers(workers: int | None) -> int:
     return max(1, int(workers))
 
 
-def map_chunks(function: Callable[..., list[R]], items: Sequence[T], *args, workers: int | None = 1) -> list[R]:
+def map_chunks(function: Callable[..., list[R]], items: Sequence[T], *args, workers: int | None = None) -> list[R]:
     """function(chunk, *args) over contiguous chunks of items, results concatenated in order.
 
     `function` must be a module-level function (it is pickled to the workers) that returns a

@@ -138,7 +138,7 @@ class EncryptedVector:
 
 def encrypt_vector(key: PublicKey | PrivateKey, values: np.ndarray, *, codec: FixedPoint | None = None,
                    max_additions: int = 1, packed: bool = True, mode: str = DEFAULT_MODE,
-                   workers: int | None = 1) -> EncryptedVector:
+                   workers: int | None = None) -> EncryptedVector:
     """Encrypt a 1-D array.
 
     Args:
@@ -151,7 +151,8 @@ def encrypt_vector(key: PublicKey | PrivateKey, values: np.ndarray, *, codec: Fi
             (needed for linear layers and dot products).
         mode: Randomness: "djn" (default), "djn-short" (opt-in, short-exponent assumption) or
             "classic"; see `paillier`.
-        workers: Processes to use (None: all cores).
+        workers: Processes to use; None: the cores this process may use, for vectors long enough
+            to gain from them (`parallel`).
     """
     codec = codec or FixedPoint()
     array = np.asarray(values)
@@ -169,12 +170,12 @@ def encrypt_vector(key: PublicKey | PrivateKey, values: np.ndarray, *, codec: Fi
                            bound=codec.value_bound)
 
 
-def decrypt_vector(private_key: PrivateKey, vector: EncryptedVector, *, workers: int | None = 1) -> np.ndarray:
+def decrypt_vector(private_key: PrivateKey, vector: EncryptedVector, *, workers: int | None = None) -> np.ndarray:
     """The float64 values of `vector`, exact up to the fixed-point rounding of its inputs."""
     return decode(decrypt_integers(private_key, vector, workers=workers), vector.fraction_bits)
 
 
-def decrypt_integers(private_key: PrivateKey, vector: EncryptedVector, *, workers: int | None = 1) -> np.ndarray:
+def decrypt_integers(private_key: PrivateKey, vector: EncryptedVector, *, workers: int | None = None) -> np.ndarray:
     """The fixed-point integers of `vector` (value * 2^fraction_bits), exactly."""
     if private_key.public_key != vector.public_key:
         raise CryptoError("this private key does not match the key the vector was encrypted under")
