@@ -38,6 +38,12 @@ def test_2048_bit_key(keys_2048):
     assert security_bits(2048) == 112 and security_bits(3072) == 128
 
 
+def test_3072_bit_key():
+    public, private = generate_keypair(3072)
+    assert public.bits == 3072 and private.p.bit_length() == private.q.bit_length() == 1536
+    assert private.decrypt(private.encrypt(-7, "classic")) == -7
+
+
 def test_insecure_sizes_are_refused_without_opt_in():
     with pytest.raises(CryptoError, match="not supported"):
         generate_keypair(1024)

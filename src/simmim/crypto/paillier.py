@@ -135,9 +135,6 @@ class PublicKey:
         """Encrypt a signed integer |m| <= max_plaintext."""
         return self.encode_plaintext(m) * self.randomiser(mode) % self.n_square
 
-    def encrypt_many(self, plaintexts: Sequence[int], mode: str = DEFAULT_MODE) -> list[gmpy2.mpz]:
-        return [self.encrypt(m, mode) for m in plaintexts]
-
     # Homomorphic operations on ciphertexts under this key.
     def add(self, c1: gmpy2.mpz, c2: gmpy2.mpz) -> gmpy2.mpz:
         """Enc(m1) , Enc(m2) -> Enc(m1 + m2)."""
