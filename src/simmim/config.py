@@ -1,6 +1,6 @@
 """Typed run configuration, loaded from TOML, YAML or JSON with every field checked.
 
-A file holds sections `model`, `data`, `train` and `loss`; unknown or mistyped fields are
+A file holds sections `model`, `data`, `train`, `loss`, `privacy` and `finetune`; unknown or mistyped fields are
 refused with the dotted name of the field (e.g. `train.lr`), never ignored.
 """
 
@@ -76,15 +76,29 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """Start from a trained model instead of random weights, optionally training only low-rank
+    adapters (LoRA). Under DP this is the usual recipe: pretrain on public data, fine-tune privately."""
+
+    init: str = ""  # a model directory (e.g. `runs/public/model`): weights and tokenizer to start from
+    lora_rank: int = 0  # 0: train every parameter; r > 0: freeze the model, train rank-r adapters
+    lora_alpha: float = 0.0  # adapters are scaled by alpha / r; 0: alpha = 2r
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")  # names of the nn.Linear layers to adapt
+    train_modules: tuple[str, ...] = ()  # modules trained in full beside the adapters (e.g. "logit_scale")
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelSection = ModelSection()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     loss: LossWeights = LossWeights()
     privacy: PrivacyConfig = PrivacyConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON types (tuples become lists), so a dict read back from a checkpoint compares equal."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:
@@ -112,6 +126,10 @@ def _build(cls, values, prefix: str):
 def _check_type(value, hint, name: str):
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typing.get_origin(hint) is tuple:
+        if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+        return tuple(value)
     expected = typing.get_origin(hint) or hint
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if not ok:

@@ -78,3 +78,67 @@ def test_private_training_refuses_clips(tmp_path):
     cfg = Config.from_dict({**_config(tmp_path).to_dict(), "data": {"train_size": 100, "video_train_size": 10}})
     with pytest.raises(ConfigError, match="still images only"):
         train(cfg, tmp_path / "run", progress=False)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_at(step):
+    def on_log(record):
+        if record["step"] == step:
+            raise _Crash
+
+    return on_log
+
+
+def test_resumed_private_run_reuses_its_reservation(tmp_path):
+    """A run killed mid-training keeps its reservation counted; resuming it spends that same
+    reservation (no second one, which the cap would refuse) and commits it at the end."""
+    cfg = Config.from_dict({**_config(tmp_path).to_dict(), "train": {**_config(tmp_path).to_dict()["train"],
+                                                                      "checkpoint_every": 2}})
+    with pytest.raises(_Crash):
+        train(cfg, tmp_path / "run", progress=False, on_log=_crash_at(3))
+    with Ledger(cfg.privacy.ledger) as ledger:
+        (dataset,) = ledger.datasets()
+        reserved = [job for job in ledger.show(dataset).jobs if job.status == "reserved"]
+        assert len(reserved) == 1
+    result = train(cfg, tmp_path / "run", resume=True, progress=False)
+    assert result.privacy["ledger_job"] == reserved[0].job_id
+    with Ledger(cfg.privacy.ledger) as ledger:
+        jobs = ledger.show(dataset).jobs
+        assert [(j.job_id, j.status) for j in jobs] == [(reserved[0].job_id, "committed")]
+
+
+def test_dp_fine_tuning_of_lora_adapters_from_a_public_model(tmp_path):
+    """Pretrain (non-private) on public data, fine-tune LoRA adapters under DP on the private data:
+    only the adapters and the named modules change, and the saved model is a plain SimMIM."""
+    public = Config.from_dict({
+        "model": {"size": "tiny"}, "data": {"train_size": 200, "val_size": 20, "test_size": 20, "seed": 9},
+        "train": {"steps": 3, "batch_size": 16, "log_every": 1, "warmup_steps": 1},
+    })
+    pretrained = train(public, tmp_path / "public", progress=False)
+    cfg = Config.from_dict({**_config(tmp_path).to_dict(), "finetune": {
+        "init": str(pretrained.checkpoint), "lora_rank": 2, "train_modules": ["fusion.logit_scale"]}})
+    result = train(cfg, tmp_path / "private", progress=False)
+    assert result.privacy["epsilon_spent"] == pytest.approx(4.0, rel=0.02)
+    assert result.tokenizer.to_dict() == pretrained.tokenizer.to_dict()
+    before, after = pretrained.model.state_dict(), result.model.state_dict()
+    assert before.keys() == after.keys()  # adapters merged: the same plain architecture
+    changed = {k for k in before if not before[k].equal(after[k])}
+    assert "fusion.logit_scale.weight" in changed
+    assert all(k.endswith(("q_proj.weight", "v_proj.weight")) or "logit_scale" in k for k in changed)
+    assert any(k.endswith("q_proj.weight") for k in changed)
+    meta = __import__("json").loads((result.checkpoint / "meta.json").read_text())
+    assert meta["adapters"] == "merged"
+    assert meta["init"]["data_fingerprint"] == pretrained.splits.fingerprint()
+
+
+def test_dp_from_scratch_on_user_data_needs_a_public_vocabulary(tmp_path):
+    from simmim.data.formats import write_dataset
+    from simmim.data.synthetic import generate
+
+    source = write_dataset(generate(40, seed=1), tmp_path / "data", "jsonl")
+    cfg = Config.from_dict({**_config(tmp_path).to_dict(), "data": {"source": str(source)}})
+    with pytest.raises(ConfigError, match="vocabulary"):
+        train(cfg, tmp_path / "run", progress=False)

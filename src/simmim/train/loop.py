@@ -25,9 +25,11 @@ from simmim.data.tokenizer import WordTokenizer
 from simmim.errors import CheckpointError, ConfigError
 from simmim.losses import SimMIMObjective
 from simmim.models import SimMIM, create_model
+from simmim.models.lora import LoRALinear, merge_lora
 from simmim.privacy.session import PrivateTraining
 from simmim.progress import progress_bar
 from simmim.train.checkpoint import latest_checkpoint, load_trainer_state, read_meta, save_checkpoint
+from simmim.train.finetune import choose_trained_parameters, load_initial_weights, starting_tokenizer
 from simmim.train.schedule import warmup_cosine
 
 KEEP_STEP_CHECKPOINTS = 2
@@ -102,23 +104,36 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             raise CheckpointError(f"cannot resume from {resume_from}: it was trained with a different config")
         if meta.get("data_fingerprint") != splits.fingerprint():
             raise CheckpointError(f"cannot resume from {resume_from}: the training data changed since")
+        init_meta = None
     else:
-        tokenizer = WordTokenizer.fit(splits.all_captions())
+        tokenizer, init_meta = starting_tokenizer(cfg, splits)
     # Encoding validates every caption against the context length before any training.
     train_set = EncodedSet(splits.train, tokenizer, cfg.data.context_length)
     video_set = EncodedSet(splits.video_train, tokenizer, cfg.data.context_length) if splits.video_train else None
     model = build_model(cfg, tokenizer)
+    resume_merged = resume_from is not None and meta.get("adapters") == "merged"
+    if init_meta is not None:
+        load_initial_weights(model, cfg, init_meta)
+    if resume_merged:  # the finished model of this run: adapters already folded into the weights
+        model.load_state_dict(load_file(resume_from / "model.safetensors"))
+    choose_trained_parameters(model, cfg)
+    adapters = "separate" if any(isinstance(m, LoRALinear) for m in model.modules()) else None
     objective = SimMIMObjective(cfg.loss, pad_id=tokenizer.pad_id)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, warmup=tc.warmup_steps, total=tc.steps))
     start, history, elapsed = 0, [], 0.0
     if resume_from is not None:
-        model.load_state_dict(load_file(resume_from / "model.safetensors"))
-        state = load_trainer_state(resume_from)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if not resume_merged:
+            model.load_state_dict(load_file(resume_from / "model.safetensors"))
+            state = load_trainer_state(resume_from)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
         start, history, elapsed = meta["step"], meta["history"], meta.get("seconds", 0.0)
+        init_lineage = meta.get("init")
+    else:
+        init_lineage = ({"path": str(cfg.finetune.init), "data_fingerprint": init_meta.get("data_fingerprint")}
+                        if init_meta is not None else None)
     fingerprint = splits.fingerprint()
     private = None
     if cfg.privacy.dp:
@@ -129,10 +144,10 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         step_fn = private.step
     step_fn = step_fn or (lambda m, o, b: standard_step(m, o, b, tc.grad_clip))
 
-    def save(path: Path, step: int, seconds: float) -> Path:
+    def save(path: Path, step: int, seconds: float, adapters: str | None = adapters) -> Path:
         meta = {"config": cfg.to_dict(), "data_fingerprint": fingerprint, "seed": tc.seed, "step": step,
-                "history": history, "seconds": seconds, "metrics": {},
-                "privacy": private.report(step) if private else None}
+                "history": history, "seconds": seconds, "metrics": {}, "init": init_lineage,
+                "adapters": adapters, "privacy": private.report(step) if private else None}
         trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         return save_checkpoint(path, model=model, tokenizer=tokenizer, meta=meta, trainer_state=trainer_state)
 
@@ -168,7 +183,9 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             private.close()
     run_seconds = time.perf_counter() - t0
     model.eval()
-    final = save(out_dir / "model", tc.steps, elapsed + run_seconds)
+    if adapters:  # the finished model is saved and served as an ordinary one
+        merge_lora(model)
+    final = save(out_dir / "model", tc.steps, elapsed + run_seconds, "merged" if adapters else None)
     if private:
         private.commit(tc.steps)
     return TrainResult(model=model, tokenizer=tokenizer, splits=splits, checkpoint=final, history=history,
