@@ -15,8 +15,8 @@ before that count would pass `MAX_MESSAGES_PER_KEY`.
 
 from __future__ import annotations
 
-import json
 import os
+import struct
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -27,6 +27,8 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 DEFAULT_CHUNK_BYTES = 1 << 20  # 1 MiB: a large clip is sealed and opened chunk by chunk
 MAX_MESSAGES_PER_KEY = 2**32
+_RECORD_CONTEXT = b"simmim-vault/v1/rec|"
+_NUMBERS = struct.Struct(">QQQQ")
 
 
 class PayloadAuthenticationError(VaultError):
@@ -39,8 +41,9 @@ def chunk_count(plaintext_bytes: int, chunk_bytes: int) -> int:
 
 
 def _associated(record_ref: str, subject_ref: str, key_version: int, revision: int, index: int, count: int) -> bytes:
-    parts = ["rec", record_ref, subject_ref, key_version, revision, index, count]
-    return b"simmim-vault/v1/" + json.dumps(parts, separators=(",", ":")).encode()
+    # Pseudonyms are fixed-length hex, so plain concatenation with separators is unambiguous.
+    return b"".join((_RECORD_CONTEXT, record_ref.encode("ascii"), b"|", subject_ref.encode("ascii"), b"|",
+                     _NUMBERS.pack(key_version, revision, index, count)))
 
 
 def seal_payload(data_key: bytes, plaintext: bytes, *, record_ref: str, subject_ref: str, key_version: int,

@@ -23,13 +23,14 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, func, select, text
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Select, delete, func, insert, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from simmim.data.formats import BadRecord
@@ -65,6 +66,7 @@ from simmim.vault.schema import (
     TokenRow,
     TombstoneRow,
 )
+from simmim.vault.subject_keys import SealingKeys, opening_keys, unwrap_data_key
 
 DEFAULT_PURPOSES = {
     "model-training": "training SimMIM models on the data",
@@ -280,63 +282,67 @@ class Vault:
         self._grant = access.TokenGrant(token_id, row.principal, access.scopes_from_json(row.scopes),
                                         _aware(row.expires_at))
 
+    def _decide(self, session: Session, action: str, purpose: str) -> access.Decision:
+        row = session.get(PrincipalRow, self.principal) if self.principal else None
+        return access.decide(row.role if row else None, action, purpose, self._grant)
+
+    def _log_decision(self, action: str, resource: str, purpose: str, decision: access.Decision,
+                      failure: BaseException | None = None) -> None:
+        details = {"reason": decision.reason}
+        if failure is not None:  # the class only: a message could name a person's record
+            details.update(operation="failed", error=type(failure).__name__)
+        with transaction(self._engine) as session:
+            audit.append(session, actor=self.principal or "(none)", action=f"authorize:{action}", resource=resource,
+                         purpose=purpose, outcome=audit.ALLOWED if decision.allowed else audit.DENIED,
+                         details=details)
+
+    def _denied(self, action: str, purpose: str, decision: access.Decision) -> AccessDeniedError:
+        who = self.principal or "nobody (give a principal or a token)"
+        return AccessDeniedError(f"access denied: {who} may not {action}{' for ' + purpose if purpose else ''}: "
+                                 f"{decision.reason}")
+
     def authorize(self, action: str, resource: str = "", purpose: str = "") -> access.Decision:
-        """Decides whether the acting principal may do ``action`` on ``resource`` for ``purpose``, logs it.
+        """Decides whether the acting principal may do ``action`` on ``resource`` for ``purpose``, and logs it.
+
+        For callers outside the vault (an API layer); the vault's own operations decide inside their
+        transaction (see `_operation`).
 
         Raises:
             AccessDeniedError: If denied (the denial is logged first).
         """
         with transaction(self._engine) as session:
             audit.lock_head(session)
-            row = session.get(PrincipalRow, self.principal) if self.principal else None
-            decision = access.decide(row.role if row else None, action, purpose, self._grant)
+            decision = self._decide(session, action, purpose)
             audit.append(session, actor=self.principal or "(none)", action=f"authorize:{action}", resource=resource,
                          purpose=purpose, outcome=audit.ALLOWED if decision.allowed else audit.DENIED,
                          details={"reason": decision.reason})
         if not decision.allowed:
-            who = self.principal or "nobody (give a principal or a token)"
-            raise AccessDeniedError(f"access denied: {who} may not {action}{' for ' + purpose if purpose else ''}: "
-                                    f"{decision.reason}")
+            raise self._denied(action, purpose, decision)
         return decision
 
-    # ---------------------------------------------------------------------------------- keys
+    @contextmanager
+    def _operation(self, action: str, resource: str = "", purpose: str = "") -> Iterator[Session]:
+        """One authorised operation: a write transaction that starts with the access decision's log entry.
 
-    def _unwrap_data_key(self, key_row: SubjectKeyRow, subject_ref: str) -> bytes:
-        key = keys.unwrap(self._kek, key_row.wrapped, keys.data_key_context(subject_ref, key_row.version,
-                                                                               key_row.kek_id))
-        if key is None:
-            raise VaultError(f"data key {key_row.version} of subject {subject_ref[:16]} does not unwrap: it was "
-                             f"changed or moved")
-        return key
-
-    def _new_data_key(self, session: Session, subject: SubjectRow, version: int) -> tuple[SubjectKeyRow, bytes]:
-        data_key = keys.new_key()
-        row = SubjectKeyRow(subject_pk=subject.id, version=version, kek_id=self._kek_id, encryptions=0,
-                            created_at=_now(),
-                            wrapped=keys.wrap(self._kek, data_key,
-                                              keys.data_key_context(subject.ref, version, self._kek_id)))
-        session.add(row)
-        return row, data_key
-
-    def _sealing_key(self, session: Session, subject: SubjectRow, messages: int,
-                     cache: dict) -> tuple[int, bytes]:
-        """The subject's newest data key, counted for ``messages`` more AES-GCM nonces.
-
-        A key that would pass `envelope.MAX_MESSAGES_PER_KEY` is retired: a new version is made.
+        Allowed: the decision is logged in the operation's own transaction (one commit for both).
+        Denied: the denial is logged in a transaction of its own and `AccessDeniedError` raised.
+        Failed after being allowed: the transaction is rolled back, then the decision is logged
+        again with the error's class, so the log shows every decision whatever happened next.
         """
-        entry = cache.get(subject.id)
-        if entry is None:
-            row = session.scalars(select(SubjectKeyRow).where(SubjectKeyRow.subject_pk == subject.id)
-                                  .order_by(SubjectKeyRow.version.desc()).limit(1)).first()
-            if row is None:
-                raise VaultError(f"subject {subject.ref[:16]} has no data key (it was shredded)")
-            entry = cache[subject.id] = [row, self._unwrap_data_key(row, subject.ref)]
-        row, data_key = entry
-        if row.encryptions + messages > envelope.MAX_MESSAGES_PER_KEY:
-            row, data_key = self._new_data_key(session, subject, row.version + 1)
-            cache[subject.id] = entry = [row, data_key]
-        row.encryptions += messages
-        return row.version, data_key
+        decision = None
+        try:
+            with transaction(self._engine) as session:
+                audit.lock_head(session)  # serialises writers: the chain and every check-then-write below
+                decision = self._decide(session, action, purpose)
+                if not decision.allowed:
+                    raise self._denied(action, purpose, decision)  # rolls back: nothing but the denial is kept
+                audit.append(session, actor=self.principal, action=f"authorize:{action}", resource=resource,
+                             purpose=purpose, outcome=audit.ALLOWED, details={"reason": decision.reason})
+                yield session
+        except Exception as failure:
+            if decision is not None:
+                self._log_decision(action, resource, purpose, decision, failure if decision.allowed else None)
+            raise
 
     # --------------------------------------------------------------------------------- ingest
 
@@ -348,32 +354,26 @@ class Vault:
                 already in the vault or twice in the batch, or a deleted subject who has not consented
                 again. Nothing is stored then.
         """
-        self.authorize(access.INGEST, "records")
-        encoded = self._encode_batch(list(records))
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.INGEST, "records") as session:
+            encoded = self._encode_batch(list(records))
             self._refuse_known_records(session, encoded)
-            subjects, new_subjects = self._subjects_for_ingest(session, encoded)
-            key_cache: dict = {}
-            now = _now()
+            sealing = SealingKeys(session, self._kek, self._kek_id)
+            subjects, new_subjects = self._subjects_for_ingest(session, encoded, sealing)
+            now, rows = _now(), []
             for record, kind, payload, record_ref in encoded:
-                subject = subjects[record.subject_id]
-                messages = envelope.chunk_count(len(payload), self.chunk_bytes)
-                version, data_key = self._sealing_key(session, subject, messages, key_cache)
-                sealed = envelope.seal_payload(data_key, payload, record_ref=record_ref, subject_ref=subject.ref,
+                subject_pk, subject_ref = subjects[record.subject_id]
+                version, data_key = sealing.reserve(subject_pk, envelope.chunk_count(len(payload), self.chunk_bytes))
+                sealed = envelope.seal_payload(data_key, payload, record_ref=record_ref, subject_ref=subject_ref,
                                                key_version=version, revision=1, chunk_bytes=self.chunk_bytes)
-                session.add(RecordRow(ref=record_ref, subject_pk=subject.id, kind=kind, key_version=version,
-                                      revision=1, plaintext_bytes=len(payload), chunk_bytes=self.chunk_bytes,
-                                      payload=sealed, created_at=now, updated_at=now))
+                rows.append({"ref": record_ref, "subject_pk": subject_pk, "kind": kind, "key_version": version,
+                             "revision": 1, "plaintext_bytes": len(payload), "chunk_bytes": self.chunk_bytes,
+                             "payload": sealed, "created_at": now, "updated_at": now})
+            sealing.save()
+            session.connection().execute(insert(RecordRow.__table__), rows)  # Core: no per-row ORM work
             audit.append(session, actor=self.principal, action="ingest", resource="records",
                          details={"source": _source_label(source), "records": len(encoded),
                                   "new_subjects": new_subjects,
-                                  "subjects": sorted({s.ref for s in subjects.values()})})
-            try:
-                session.flush()
-            except IntegrityError:
-                raise VaultError("a record id of this batch was stored by another ingest meanwhile; "
-                                 "nothing of this batch was stored") from None
+                                  "subjects": sorted(ref for _, ref in subjects.values())})
         self._maybe_checkpoint()
         return IngestReport(records=len(encoded), new_subjects=new_subjects)
 
@@ -407,44 +407,48 @@ class Vault:
                 raise VaultError(f"record {first.record_id!r}: record id is already in the vault ({len(taken)} of "
                                  f"this batch are); use rectify to replace it. Nothing of this batch was stored")
 
-    def _subjects_for_ingest(self, session: Session, encoded: list) -> tuple[dict[str, SubjectRow], int]:
+    def _subjects_for_ingest(self, session: Session, encoded: list,
+                             sealing: SealingKeys) -> tuple[dict[str, tuple[int, str]], int]:
+        """subject id -> (primary key, pseudonym) for a batch, new subjects created with their first key."""
         first_record = {}
         for record, *_ in encoded:
             first_record.setdefault(record.subject_id, record)
         refs = {subject_id: self.subject_ref(subject_id) for subject_id in first_record}
-        by_ref: dict[str, SubjectRow] = {}
+        known: dict[str, int] = {}
         tombstoned: set[str] = set()
         for part in _chunks(list(refs.values())):
-            by_ref.update({row.ref: row for row in session.scalars(select(SubjectRow).where(SubjectRow.ref.in_(part)))})
+            known.update({ref: pk for pk, ref in session.execute(select(SubjectRow.id, SubjectRow.ref)
+                                                                 .where(SubjectRow.ref.in_(part)))})
             tombstoned.update(session.scalars(select(TombstoneRow.ref).where(TombstoneRow.ref.in_(part),
                                                                               TombstoneRow.lifted_at.is_(None))))
-        subjects, created = {}, 0
         for subject_id, ref in refs.items():
             if ref in tombstoned:
                 raise VaultError(f"record {first_record[subject_id].record_id!r}: its subject was deleted and has not "
                                  f"consented again; refused (nothing of this batch was stored)")
-            row = by_ref.get(ref)
-            if row is None:
-                row = self._add_subject(session, ref)
-                created += 1
-            subjects[subject_id] = row
-        return subjects, created
+        sealing.load({pk: ref for ref, pk in known.items()})
+        new_refs = [ref for ref in refs.values() if ref not in known]
+        for pk, ref in self._add_subjects(session, new_refs, sealing).items():
+            known[ref] = pk
+        return {subject_id: (known[ref], ref) for subject_id, ref in refs.items()}, len(new_refs)
 
-    def _add_subject(self, session: Session, ref: str) -> SubjectRow:
-        subject = SubjectRow(ref=ref, created_at=_now())
-        session.add(subject)
-        session.flush()
-        self._new_data_key(session, subject, 1)
-        return subject
+    def _add_subjects(self, session: Session, refs: list[str], sealing: SealingKeys) -> dict[int, str]:
+        """Inserts subjects and makes each a first data key (saved by ``sealing.save()``): pk -> pseudonym."""
+        if not refs:
+            return {}
+        now = _now()
+        created = session.execute(insert(SubjectRow).returning(SubjectRow.id, SubjectRow.ref,
+                                                               sort_by_parameter_order=True),
+                                  [{"ref": ref, "created_at": now} for ref in refs]).all()
+        for pk, ref in created:
+            sealing.create(pk, ref)
+        return {pk: ref for pk, ref in created}
 
     # -------------------------------------------------------------------------------- consent
 
     def declare_purpose(self, name: str, description: str) -> None:
         """Declares a purpose subjects can consent to."""
         name = _check_purpose_name(name)
-        self.authorize(access.CONSENT, f"purpose:{name}", name)
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.CONSENT, f"purpose:{name}", name) as session:
             if session.get(PurposeRow, name) is not None:
                 raise VaultError(f"purpose {name!r} is already declared")
             session.add(PurposeRow(name=name, description=description, created_at=_now()))
@@ -481,37 +485,37 @@ class Vault:
             raise VaultError("no subject given")
         _check_label(notice_version, "notice_version", required=granted)
         _check_label(source, "source", required=True)
-        self.authorize(access.CONSENT, "subjects", purpose)
         now, created = _now(), 0
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.CONSENT, "subjects", purpose) as session:
             if session.get(PurposeRow, purpose) is None:
                 declared = ", ".join(session.scalars(select(PurposeRow.name).order_by(PurposeRow.name)))
                 raise VaultError(f"purpose {purpose!r} is not declared; declared: {declared}")
+            sealing = SealingKeys(session, self._kek, self._kek_id)
             refs = []
-            for subject_id in ids:
+            for subject_id in dict.fromkeys(ids):
                 ref = self.subject_ref(subject_id)
-                subject = session.scalars(select(SubjectRow).where(SubjectRow.ref == ref)).first()
+                subject_pk = session.scalar(select(SubjectRow.id).where(SubjectRow.ref == ref))
                 tombstone = session.get(TombstoneRow, ref)
                 active_tombstone = tombstone is not None and tombstone.lifted_at is None
-                if subject is None or active_tombstone:
+                if subject_pk is None or active_tombstone:
                     if not granted:
                         state = "was deleted" if active_tombstone else "is not in the vault"
                         raise VaultError(f"subject {subject_id!r} {state}; nothing to withdraw")
                     if active_tombstone:
                         tombstone.lifted_at = now  # the subject consents again: they may come back
-                        self._purge_subject(session, subject)
-                    subject = self._add_subject(session, ref)
+                        self._purge_subject(session, subject_pk)
+                    subject_pk = next(iter(self._add_subjects(session, [ref], sealing)))
                     created += 1
-                session.add(ConsentEventRow(subject_pk=subject.id, purpose=purpose, granted=granted, at=now,
+                session.add(ConsentEventRow(subject_pk=subject_pk, purpose=purpose, granted=granted, at=now,
                                             notice_version=notice_version, source=source))
-                state = session.get(ConsentStateRow, (subject.id, purpose))
+                state = session.get(ConsentStateRow, (subject_pk, purpose))
                 if state is None:
-                    session.add(ConsentStateRow(subject_pk=subject.id, purpose=purpose, granted=granted,
+                    session.add(ConsentStateRow(subject_pk=subject_pk, purpose=purpose, granted=granted,
                                                 updated_at=now))
                 else:
                     state.granted, state.updated_at = granted, now
                 refs.append(ref)
+            sealing.save()
             audit.append(session, actor=self.principal, action="consent-grant" if granted else "consent-withdraw",
                          resource="subjects", purpose=purpose,
                          details={"subjects": refs, "notice_version": notice_version, "source": source,
@@ -539,15 +543,13 @@ class Vault:
             VaultError: If the purpose is not declared, or a ciphertext fails authentication (the
                 message names the record's pseudonym).
         """
-        self.authorize(access.RELEASE, "records", purpose)
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.RELEASE, "records", purpose) as session:
             if session.get(PurposeRow, purpose) is None:
                 raise VaultError(f"purpose {purpose!r} is not declared")
             consenting = (select(ConsentStateRow.subject_pk)
                           .where(ConsentStateRow.purpose == purpose, ConsentStateRow.granted.is_(True)))
-            rows = session.execute(select(RecordRow, SubjectRow.ref).join(SubjectRow)
-                                   .where(RecordRow.subject_pk.in_(consenting)).order_by(RecordRow.ref)).all()
+            rows = session.connection().execute(_stored_records().where(RecordRow.subject_pk.in_(consenting))
+                                                .order_by(RecordRow.ref)).all()
             records, fingerprint, subject_refs = self._open_rows(session, rows)
             excluded = self._excluded(session, purpose)
             snapshot_id = hashlib.sha256(json.dumps([purpose, fingerprint]).encode()).hexdigest()
@@ -556,7 +558,9 @@ class Vault:
                 session.add(SnapshotRow(id=snapshot_id, purpose=purpose, created_at=_now(), record_count=len(records),
                                         subject_count=len(subject_refs), subjects_hash=subjects_hash))
                 session.flush()
-                session.add_all(SnapshotSubjectRow(snapshot_id=snapshot_id, subject_ref=ref) for ref in subject_refs)
+                if subject_refs:
+                    included = [{"snapshot_id": snapshot_id, "subject_ref": ref} for ref in sorted(subject_refs)]
+                    session.connection().execute(insert(SnapshotSubjectRow.__table__), included)
             audit.append(session, actor=self.principal, action="release", resource="records", purpose=purpose,
                          details={"snapshot": snapshot_id, "records": len(records), "subjects": len(subject_refs),
                                   "subjects_hash": subjects_hash, "excluded": excluded})
@@ -566,27 +570,21 @@ class Vault:
 
     def _open_rows(self, session: Session, rows) -> tuple[list[Record], list, set[str]]:
         """Decrypts records; returns them, their fingerprint entries and their subjects' pseudonyms."""
-        key_cache: dict[tuple[int, int], bytes] = {}
+        data_keys = opening_keys(session, self._kek, {row.subject_pk: row.subject_ref for row in rows})
         records, fingerprint, subject_refs = [], [], set()
-        for row, subject_ref in rows:
-            data_key = key_cache.get((row.subject_pk, row.key_version))
+        for row in rows:
+            data_key = data_keys.get((row.subject_pk, row.key_version))
             if data_key is None:
-                key_row = session.scalars(select(SubjectKeyRow).where(SubjectKeyRow.subject_pk == row.subject_pk,
-                                                                      SubjectKeyRow.version == row.key_version)).first()
-                if key_row is None:
-                    raise VaultError(f"record {row.ref[:16]}: its data key is gone (the subject was shredded)")
-                data_key = key_cache[(row.subject_pk, row.key_version)] = self._unwrap_data_key(key_row, subject_ref)
-            plaintext = self._open_payload(data_key, row, subject_ref)
+                raise VaultError(f"record {row.ref[:16]}: its data key is gone (the subject was shredded)")
+            plaintext = envelope.open_payload(data_key, row.payload, record_ref=row.ref, subject_ref=row.subject_ref,
+                                              key_version=row.key_version, revision=row.revision,
+                                              chunk_bytes=row.chunk_bytes, plaintext_bytes=row.plaintext_bytes,
+                                              what=f"record {row.ref[:16]} (pseudonym) of subject "
+                                                   f"{row.subject_ref[:16]}")
             records.append(decode_record(plaintext, f"record {row.ref[:16]}"))
             fingerprint.append([row.ref, row.revision, hashlib.sha256(plaintext).hexdigest()])
-            subject_refs.add(subject_ref)
+            subject_refs.add(row.subject_ref)
         return records, fingerprint, subject_refs
-
-    def _open_payload(self, data_key: bytes, row: RecordRow, subject_ref: str) -> bytes:
-        return envelope.open_payload(data_key, row.payload, record_ref=row.ref, subject_ref=subject_ref,
-                                     key_version=row.key_version, revision=row.revision, chunk_bytes=row.chunk_bytes,
-                                     plaintext_bytes=row.plaintext_bytes,
-                                     what=f"record {row.ref[:16]} (pseudonym) of subject {subject_ref[:16]}")
 
     def _excluded(self, session: Session, purpose: str) -> dict[str, int]:
         answered = select(ConsentStateRow.subject_pk).where(ConsentStateRow.purpose == purpose)
@@ -599,9 +597,7 @@ class Vault:
     def record_model(self, checkpoint_id: str, snapshot_id: str, description: str = "") -> None:
         """Records that a model checkpoint was trained on a snapshot (lineage, for deletions)."""
         check_id(checkpoint_id, "checkpoint_id", "model lineage")
-        self.authorize(access.LINEAGE, f"snapshot:{snapshot_id}", "model-training")
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.LINEAGE, f"snapshot:{snapshot_id}", "model-training") as session:
             if session.get(SnapshotRow, snapshot_id) is None:
                 raise VaultError(f"snapshot {snapshot_id!r} is not in the vault; record the id `release` returned")
             if session.get(ModelLineageRow, checkpoint_id) is not None:
@@ -644,16 +640,13 @@ class Vault:
     def export_subject(self, subject_id: str, out: str | Path) -> Path:
         """Writes everything stored about a subject, decrypted, as a zip archive (see `export`)."""
         ref = self.subject_ref(check_id(subject_id, "subject_id", "export"))
-        self.authorize(access.EXPORT, f"subject:{ref}", access.DSR_PURPOSE)
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.EXPORT, f"subject:{ref}", access.DSR_PURPOSE) as session:
             subject = self._subject(session, subject_id)
-            rows = session.execute(select(RecordRow, SubjectRow.ref).join(SubjectRow)
-                                   .where(RecordRow.subject_pk == subject.id).order_by(RecordRow.created_at,
-                                                                                        RecordRow.id)).all()
+            rows = session.execute(_stored_records().where(RecordRow.subject_pk == subject.id)
+                                   .order_by(RecordRow.created_at, RecordRow.id)).all()
             records, _, _ = self._open_rows(session, rows)
             metas = [{"kind": row.kind, "revision": row.revision, "created_at": _aware(row.created_at).isoformat(),
-                      "updated_at": _aware(row.updated_at).isoformat()} for row, _ in rows]
+                      "updated_at": _aware(row.updated_at).isoformat()} for row in rows]
             events = session.scalars(select(ConsentEventRow).where(ConsentEventRow.subject_pk == subject.id)
                                      .order_by(ConsentEventRow.id))
             history = [{"purpose": e.purpose, "granted": e.granted, "at": _aware(e.at).isoformat(),
@@ -682,11 +675,9 @@ class Vault:
             The report, listing the snapshots and model checkpoints that included the subject.
         """
         ref = self.subject_ref(check_id(subject_id, "subject_id", "delete"))
-        self.authorize(access.DELETE, f"subject:{ref}", access.DSR_PURPOSE)
         started = time.perf_counter()
         now = _now()
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.DELETE, f"subject:{ref}", access.DSR_PURPOSE) as session:
             subject = self._subject(session, subject_id)
             records = session.scalar(select(func.count()).select_from(RecordRow)
                                      .where(RecordRow.subject_pk == subject.id))
@@ -718,7 +709,7 @@ class Vault:
             has_key = select(SubjectKeyRow.subject_pk)
             shredded = list(session.scalars(select(SubjectRow).where(SubjectRow.id.not_in(has_key))))
             for subject in shredded:
-                self._purge_subject(session, subject)
+                self._purge_subject(session, subject.id)
         if shredded and self._engine.url.get_backend_name() == "sqlite":
             # The WAL still holds the pages with the wrapped keys until it is checkpointed and truncated.
             raw = self._engine.raw_connection()
@@ -728,12 +719,12 @@ class Vault:
                 raw.close()
         return len(shredded)
 
-    def _purge_subject(self, session: Session, subject: SubjectRow | None) -> None:
-        if subject is None:
+    def _purge_subject(self, session: Session, subject_pk: int | None) -> None:
+        if subject_pk is None:
             return
         for table in (RecordRow, ConsentEventRow, ConsentStateRow, SubjectKeyRow):
-            session.execute(delete(table).where(table.subject_pk == subject.id))
-        session.execute(delete(SubjectRow).where(SubjectRow.id == subject.id))
+            session.execute(delete(table).where(table.subject_pk == subject_pk))
+        session.execute(delete(SubjectRow).where(SubjectRow.id == subject_pk))
 
     def rectify(self, record: Record) -> int:
         """Replaces a stored record (same record id and subject) with corrected content.
@@ -743,9 +734,7 @@ class Vault:
         """
         kind, payload = encode_record(record, max_bytes=self.max_payload_bytes)
         ref, subject_ref = self.record_ref(record.record_id), self.subject_ref(record.subject_id)
-        self.authorize(access.RECTIFY, f"record:{ref}", access.DSR_PURPOSE)
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.RECTIFY, f"record:{ref}", access.DSR_PURPOSE) as session:
             row = session.scalars(select(RecordRow).where(RecordRow.ref == ref)).first()
             if row is None:
                 raise VaultError(f"record {record.record_id!r} is not in the vault; ingest it instead")
@@ -753,8 +742,10 @@ class Vault:
             if subject.ref != subject_ref:
                 raise VaultError(f"record {record.record_id!r} belongs to another subject; a record cannot change "
                                  f"owner (delete it with its subject and ingest it again)")
-            messages = envelope.chunk_count(len(payload), self.chunk_bytes)
-            version, data_key = self._sealing_key(session, subject, messages, {})
+            sealing = SealingKeys(session, self._kek, self._kek_id)
+            sealing.load({subject.id: subject.ref})
+            version, data_key = sealing.reserve(subject.id, envelope.chunk_count(len(payload), self.chunk_bytes))
+            sealing.save()
             row.revision += 1
             row.kind, row.key_version, row.plaintext_bytes, row.chunk_bytes = kind, version, len(payload), \
                 self.chunk_bytes
@@ -776,18 +767,16 @@ class Vault:
         Returns:
             How many data keys were rewrapped. Afterwards only the new passphrase or key opens the vault.
         """
-        self.authorize(access.ROTATE_KEYS, "keys")
         salt = keys.new_salt()
         description = new_source.describe(salt)
         new_kek, new_kek_id = new_source.derive(description), str(uuid.uuid4())
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.ROTATE_KEYS, "keys") as session:
             meta = session.get(MetaRow, 1)
             rewrapped = 0
             rows = session.execute(select(SubjectKeyRow, SubjectRow.ref)
                                    .join(SubjectRow, SubjectKeyRow.subject_pk == SubjectRow.id))
             for key_row, subject_ref in rows:
-                data_key = self._unwrap_data_key(key_row, subject_ref)
+                data_key = unwrap_data_key(self._kek, key_row.wrapped, subject_ref, key_row.version, key_row.kek_id)
                 key_row.wrapped = keys.wrap(new_kek, data_key,
                                             keys.data_key_context(subject_ref, key_row.version, new_kek_id))
                 key_row.kek_id = new_kek_id
@@ -804,9 +793,7 @@ class Vault:
 
     def add_principal(self, name: str, role: str) -> None:
         name, role = access.check_principal_name(name), access.check_role(role)
-        self.authorize(access.MANAGE_PRINCIPALS, f"principal:{name}")
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.MANAGE_PRINCIPALS, f"principal:{name}") as session:
             if session.get(PrincipalRow, name) is not None:
                 raise VaultError(f"principal {name!r} already exists")
             session.add(PrincipalRow(name=name, role=role, created_at=_now()))
@@ -822,10 +809,8 @@ class Vault:
         scopes = access.check_scopes(list(scopes))
         if expires_in <= timedelta(0):
             raise VaultError("a token's lifetime must be positive")
-        self.authorize(access.MANAGE_TOKENS, f"principal:{principal}")
         token_id, secret, token = access.new_token()
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.MANAGE_TOKENS, f"principal:{principal}") as session:
             if session.get(PrincipalRow, principal) is None:
                 raise VaultError(f"principal {principal!r} does not exist; add it first")
             now = _now()
@@ -837,9 +822,7 @@ class Vault:
         return token
 
     def revoke_token(self, token_id: str) -> None:
-        self.authorize(access.MANAGE_TOKENS, f"token:{token_id}")
-        with transaction(self._engine) as session:
-            audit.lock_head(session)
+        with self._operation(access.MANAGE_TOKENS, f"token:{token_id}") as session:
             row = session.get(TokenRow, token_id)
             if row is None:
                 raise VaultError(f"token {token_id!r} does not exist")
@@ -872,14 +855,12 @@ class Vault:
         key = audit.AuditKey.load(audit_key) if isinstance(audit_key, (str, Path)) else (audit_key or self.audit_key)
         if key is None:
             raise VaultError("verify needs the audit public key: pass --audit-key")
-        self.authorize(access.VERIFY, "audit-log")
-        with transaction(self._engine) as session:
+        with self._operation(access.VERIFY, "audit-log") as session:
             return audit.verify_log(session, key, self.vault_id)
 
     def audit_entries(self, limit: int = 50) -> list[dict]:
         """The newest audit entries (pseudonyms only), newest last."""
-        self.authorize(access.VERIFY, "audit-log")
-        with transaction(self._engine) as session:
+        with self._operation(access.VERIFY, "audit-log") as session:
             rows = session.scalars(select(AuditEntryRow).order_by(AuditEntryRow.seq.desc()).limit(limit)).all()
             return [{"seq": r.seq, "at": r.at, "actor": r.actor, "action": r.action, "resource": r.resource,
                      "purpose": r.purpose, "outcome": r.outcome, "details": json.loads(r.details)}
@@ -887,8 +868,7 @@ class Vault:
 
     def stats(self) -> dict:
         """Counts only (no pseudonym, no id): subjects, records, consents per purpose, deletions, log."""
-        self.authorize(access.STATS, "vault")
-        with transaction(self._engine) as session:
+        with self._operation(access.STATS, "vault") as session:
             def count(model, *where) -> int:
                 return session.scalar(select(func.count()).select_from(model).where(*where))
 
@@ -915,6 +895,13 @@ class Vault:
         """Checks the database connection."""
         with self._engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+
+
+def _stored_records() -> Select:
+    """The columns of stored records that opening them needs, with their subject's pseudonym."""
+    return select(RecordRow.ref, RecordRow.subject_pk, RecordRow.kind, RecordRow.key_version, RecordRow.revision,
+                  RecordRow.chunk_bytes, RecordRow.plaintext_bytes, RecordRow.payload, RecordRow.created_at,
+                  RecordRow.updated_at, SubjectRow.ref.label("subject_ref")).join(SubjectRow)
 
 
 def _check_purpose_name(name: str) -> str:
