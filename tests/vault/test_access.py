@@ -113,3 +113,14 @@ def test_expired_tokens_and_bad_scopes_are_refused(vault, db_url, key_source):
     with pytest.raises(VaultError, match="principal name"):
         vault.add_principal("eve'; DROP TABLE vault_principals; --", "admin")
     assert vault.principals() == {"admin": "admin", "ann": "analyst"}
+
+
+def test_an_allowed_operation_that_fails_is_logged_with_its_error_class_only(vault, db_url, records):
+    vault.ingest(records[:3])
+    with pytest.raises(VaultError, match="already in the vault"):
+        vault.ingest(records[:3])
+    last = run_sql(db_url, "SELECT action, outcome, details FROM vault_audit_log ORDER BY seq DESC")[0]
+    assert (last.action, last.outcome) == ("authorize:ingest", "allowed")
+    assert json.loads(last.details) == {"reason": "role admin", "operation": "failed", "error": "VaultError"}
+    assert records[0].record_id not in last.details
+    assert vault.verify().ok
