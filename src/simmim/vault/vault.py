@@ -546,9 +546,9 @@ class Vault:
         with self._operation(access.RELEASE, "records", purpose) as session:
             if session.get(PurposeRow, purpose) is None:
                 raise VaultError(f"purpose {purpose!r} is not declared")
-            consenting = (select(ConsentStateRow.subject_pk)
-                          .where(ConsentStateRow.purpose == purpose, ConsentStateRow.granted.is_(True)))
-            rows = session.connection().execute(_stored_records().where(RecordRow.subject_pk.in_(consenting))
+            consenting = _stored_records().join(ConsentStateRow, ConsentStateRow.subject_pk == RecordRow.subject_pk)
+            rows = session.connection().execute(consenting.where(ConsentStateRow.purpose == purpose,
+                                                                 ConsentStateRow.granted.is_(True))
                                                 .order_by(RecordRow.ref)).all()
             records, fingerprint, subject_refs = self._open_rows(session, rows)
             excluded = self._excluded(session, purpose)
@@ -642,7 +642,8 @@ class Vault:
         ref = self.subject_ref(check_id(subject_id, "subject_id", "export"))
         with self._operation(access.EXPORT, f"subject:{ref}", access.DSR_PURPOSE) as session:
             subject = self._subject(session, subject_id)
-            rows = session.execute(_stored_records().where(RecordRow.subject_pk == subject.id)
+            rows = session.execute(_stored_records(RecordRow.created_at, RecordRow.updated_at)
+                                   .where(RecordRow.subject_pk == subject.id)
                                    .order_by(RecordRow.created_at, RecordRow.id)).all()
             records, _, _ = self._open_rows(session, rows)
             metas = [{"kind": row.kind, "revision": row.revision, "created_at": _aware(row.created_at).isoformat(),
@@ -897,11 +898,11 @@ class Vault:
             connection.execute(text("SELECT 1"))
 
 
-def _stored_records() -> Select:
-    """The columns of stored records that opening them needs, with their subject's pseudonym."""
+def _stored_records(*extra) -> Select:
+    """The columns of stored records that opening them needs (and ``extra`` ones), with the subject's pseudonym."""
     return select(RecordRow.ref, RecordRow.subject_pk, RecordRow.kind, RecordRow.key_version, RecordRow.revision,
-                  RecordRow.chunk_bytes, RecordRow.plaintext_bytes, RecordRow.payload, RecordRow.created_at,
-                  RecordRow.updated_at, SubjectRow.ref.label("subject_ref")).join(SubjectRow)
+                  RecordRow.chunk_bytes, RecordRow.plaintext_bytes, RecordRow.payload, *extra,
+                  SubjectRow.ref.label("subject_ref")).join(SubjectRow, SubjectRow.id == RecordRow.subject_pk)
 
 
 def _check_purpose_name(name: str) -> str:
