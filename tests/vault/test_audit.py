@@ -152,3 +152,12 @@ def test_checkpoint_anchor_file_holds_signed_heads(vault, db_url, records):
     lines = [json.loads(line) for line in vault.audit_key.anchor_path.read_text().splitlines()]
     stored = run_sql(db_url, "SELECT seq, entry_hash, signature FROM vault_audit_checkpoints ORDER BY seq")
     assert [(x["seq"], x["entry_hash"], x["signature"]) for x in lines] == [tuple(s) for s in stored]
+
+
+def test_audit_entries_show_the_newest_decisions_and_operations(vault, records):
+    vault.ingest(records[:3])
+    newest = vault.audit_entries(limit=3)
+    assert [e["action"] for e in newest] == ["authorize:ingest", "ingest", "authorize:verify"]
+    assert newest[1]["details"]["records"] == 3
+    assert newest[1]["details"]["subjects"] == sorted({vault.subject_ref(r.subject_id) for r in records[:3]})
+    assert [e["seq"] for e in newest] == sorted(e["seq"] for e in newest)

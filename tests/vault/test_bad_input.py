@@ -47,8 +47,9 @@ def test_encoded_bytes_or_wrong_arrays_in_a_record_are_refused_naming_the_field(
         vault.ingest([dataclasses.replace(record, captions=())])
     with pytest.raises(VaultError, match="field extra must hold JSON values"):
         vault.ingest([dataclasses.replace(record, extra={"when": object()})])
-    with pytest.raises(VaultError, match="subject_id .* control or format characters"):
-        vault.ingest([dataclasses.replace(record, subject_id="alice\x00bob")])
+    for hidden in ("alice\x00bob", "alice\u200bbob", "alice\nbob", "alice\u202ebob"):
+        with pytest.raises(VaultError, match="subject_id .* control or format characters"):
+            vault.ingest([dataclasses.replace(record, subject_id=hidden)])
     assert _nothing_stored(db_url)
 
 

@@ -91,3 +91,13 @@ def test_consent_before_data_registers_the_subject(vault, records):
     assert vault.ingest(own).new_subjects == 0
     released = vault.release("model-training").records
     assert sorted(r.record_id for r in released) == sorted(r.record_id for r in own)
+
+
+def test_declared_purposes_are_listed(vault):
+    assert set(vault.purposes()) == {"model-training", "evaluation", "analytics"}
+    vault.declare_purpose("fairness-audit", "checking error rates across groups")
+    assert vault.purposes()["fairness-audit"] == "checking error rates across groups"
+    with pytest.raises(VaultError, match="already declared"):
+        vault.declare_purpose("fairness-audit", "again")
+    with pytest.raises(VaultError, match="purpose name 'Bad Name!'"):
+        vault.declare_purpose("Bad Name!", "no")

@@ -89,7 +89,7 @@ def safe_url(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def _alembic_config(engine: Engine, connection):
+def _alembic_config(connection):
     from alembic.config import Config
 
     config = Config()
@@ -105,7 +105,7 @@ def upgrade_schema(engine: Engine) -> None:
 
     try:
         with engine.begin() as connection:
-            command.upgrade(_alembic_config(engine, connection), "head")
+            command.upgrade(_alembic_config(connection), "head")
     except (SQLAlchemyError, OSError) as exc:
         reason = getattr(exc, "orig", None) or exc
         raise VaultError(f"cannot prepare the vault schema at {safe_url(engine.url)}: {reason}") from None

@@ -31,7 +31,9 @@ def check_id(value: object, field: str, where: str) -> str:
         raise VaultError(f"{where}: {field} {value!r} is empty or has surrounding spaces")
     if len(value) > MAX_ID_CHARS:
         raise VaultError(f"{where}: {field} has {len(value)} characters, more than {MAX_ID_CHARS}")
-    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs") for char in value):
+    # isprintable() is False for every control, format or surrogate character (and for some harmless
+    # ones, like a no-break space), so only those ids need the character-by-character check.
+    if not value.isprintable() and any(unicodedata.category(char) in ("Cc", "Cf", "Cs") for char in value):
         raise VaultError(f"{where}: {field} {value!r} holds control or format characters")
     return value
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Select, delete, func, insert, select, text
+from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -891,11 +891,6 @@ class Vault:
                 "audit_entries": head.seq if head else 0, "audit_checkpoints": count(AuditCheckpointRow),
                 "unsigned_audit_entries": audit.unsigned_entries(session),
             }
-
-    def ping(self) -> None:
-        """Checks the database connection."""
-        with self._engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
 
 
 def _stored_records(*extra) -> Select:
