@@ -1,6 +1,7 @@
 """Encryption at rest: chunking, binding of ciphertexts to their record, nonce bound, key sources, rotation."""
 
 import base64
+import dataclasses
 import os
 
 import pytest
@@ -75,6 +76,10 @@ def test_keys_are_versioned_before_the_nonce_bound_is_reached(vault, db_url, rec
     vault.ingest(own)
     versions = run_sql(db_url, "SELECT version, encryptions FROM vault_subject_keys ORDER BY version")
     assert [tuple(v) for v in versions] == [(1, 3), (2, 2)]
+    vault.ingest([dataclasses.replace(own[0], record_id="one-more")])  # a later batch counts on the stored key
+    versions = run_sql(db_url, "SELECT version, encryptions FROM vault_subject_keys ORDER BY version")
+    assert [tuple(v) for v in versions] == [(1, 3), (2, 3)]
+    own = [*own, dataclasses.replace(own[0], record_id="one-more")]
     vault.grant_consent(subject, "model-training", notice_version="v1")
     assert sorted(r.record_id for r in vault.release("model-training").records) == sorted(r.record_id for r in own)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.orm import Session
 
 from simmim.errors import VaultError
@@ -94,13 +94,15 @@ class SealingKeys:
                 "created_at": now,
                 "wrapped": wrap_data_key(self._kek, s.data_key, s.subject_ref, s.version, self._kek_id)}
                for s in slots if s.row_id is None]
-        counted = [{"key_id": s.row_id, "count": s.encryptions} for s in slots if s.row_id is not None and s.changed]
+        counted = {s.row_id: s.encryptions for s in slots if s.row_id is not None and s.changed}
         if new:
             self._session.connection().execute(insert(SubjectKeyRow.__table__), new)
-        if counted:
-            self._session.connection().execute(
-                update(SubjectKeyRow).where(SubjectKeyRow.id == bindparam("key_id"))
-                .values(encryptions=bindparam("count")), counted)
+        ids = list(counted)
+        for start in range(0, len(ids), 500):  # one statement per 500 keys, not one per key
+            part = {key_id: counted[key_id] for key_id in ids[start:start + 500]}
+            self._session.connection().execute(update(SubjectKeyRow.__table__)
+                                               .where(SubjectKeyRow.id.in_(list(part)))
+                                               .values(encryptions=case(part, value=SubjectKeyRow.id)))
         self._retired.clear()
         for slot in self._slots.values():
             slot.changed = False
