@@ -255,10 +255,10 @@ class Vault:
 
     def subject_ref(self, subject_id: str) -> str:
         """The subject's pseudonym (keyed hash); also its tombstone."""
-        return hmac.new(self._index_key, b"subject\x00" + subject_id.encode("utf-8"), hashlib.sha256).hexdigest()
+        return hmac.digest(self._index_key, b"subject\x00" + subject_id.encode("utf-8"), "sha256").hex()
 
     def record_ref(self, record_id: str) -> str:
-        return hmac.new(self._index_key, b"record\x00" + record_id.encode("utf-8"), hashlib.sha256).hexdigest()
+        return hmac.digest(self._index_key, b"record\x00" + record_id.encode("utf-8"), "sha256").hex()
 
     # ----------------------------------------------------------------------------- authorisation
 
