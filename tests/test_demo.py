@@ -13,8 +13,8 @@ def _tiny(**extra):
     })
 
 
-def test_demo_writes_report_summary_and_plots(tmp_path):
-    summary = run_demo(tmp_path, config=_tiny(), progress=False)
+def test_non_private_demo_writes_report_summary_and_plots(tmp_path):
+    summary = run_demo(tmp_path, config=_tiny(), private=False, progress=False)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     assert set(on_disk) == {"metrics", "privacy", "timing"} and on_disk["privacy"] is None
@@ -29,17 +29,39 @@ def test_demo_writes_report_summary_and_plots(tmp_path):
     assert json.loads((tmp_path / "model" / "meta.json").read_text())["metrics"] == on_disk["metrics"]
 
 
-def test_private_demo_records_and_plots_its_guarantee(tmp_path):
+def test_private_demo_reports_dp_beside_non_private_and_public_models(tmp_path):
+    """The default demo: public pretraining, then the same LoRA fine-tuning with and without DP."""
     values = _tiny().to_dict()
-    values["data"]["video_train_size"] = values["data"]["video_test_size"] = 0
-    values["privacy"] = {"dp": True, "epsilon": 8.0, "delta": 1e-5, "ledger": f"sqlite:///{tmp_path}/ledger.db"}
-    summary = run_demo(tmp_path / "out", config=Config.from_dict(values), progress=False)
+    values["data"]["video_train_size"] = 0
+    values["privacy"] = {"epsilon": 8.0, "delta": 1e-5}
+    values["finetune"] = {"lora_rank": 2, "train_modules": ["fusion"]}
+    public = _tiny(data={"train_size": 200, "val_size": 20, "test_size": 20, "video_train_size": 20, "seed": 5,
+                         "max_objects": 1})
+    first = run_demo(tmp_path / "out", config=Config.from_dict(values), public_config=public, progress=False)
+    # A second run into the same directory replaces the first, ledger included (the people are simulated).
+    summary = run_demo(tmp_path / "out", config=Config.from_dict(values), public_config=public, progress=False)
+    assert summary["privacy"]["ledger_job"] != first["privacy"]["ledger_job"]
     privacy = summary["privacy"]
     assert privacy["unit"] == "user" and privacy["epsilon_spent"] <= 8.0 and privacy["steps"] == 5
     assert {"delta", "accountant", "noise_multiplier", "sample_rate", "max_grad_norm", "ledger_job"} <= set(privacy)
-    assert (tmp_path / "out" / "privacy_epsilon.png").stat().st_size > 1000
+    out = tmp_path / "out"
+    assert set(summary["baselines"]) == {"public only", "non-private"} and summary["reference"] == "non-private"
+    for name, ratio in summary["relative_to_reference"].items():
+        assert ratio == summary["metrics"][name]["value"] / summary["baselines"]["non-private"][name]["value"]
+    for png in ("privacy_epsilon.png", "comparison.png"):
+        assert (out / png).stat().st_size > 1000 and png in (out / "report.md").read_text()
+    meta = json.loads((out / "model" / "meta.json").read_text())
+    assert meta["privacy"]["ledger_job"] == privacy["ledger_job"] and meta["adapters"] == "merged"
+    assert meta["init"]["path"] == str(out / "public" / "model")
+    reference = json.loads((out / "non-private" / "model" / "meta.json").read_text())
+    assert reference["privacy"] is None and reference["metrics"] == summary["baselines"]["non-private"]
 
 
 def test_packaged_configs_load():
     assert packaged_config("demo").model.size == "demo"
     assert packaged_config("quick").train.steps < packaged_config("demo").train.steps
+    for size in ("demo", "quick"):
+        private, public = packaged_config(f"{size}-private"), packaged_config(f"{size}-public")
+        assert private.privacy.epsilon == 8.0 and private.privacy.delta == 1e-5 and private.privacy.unit == "user"
+        assert private.data.seed != public.data.seed  # the public corpus holds none of the people's records
+        assert private.model == public.model

@@ -39,12 +39,15 @@ def _load(model_dir: Path):
     return load_checkpoint(model_dir)
 
 
-def _print_metrics(metrics: dict) -> None:
+def _print_metrics(metrics: dict, baselines: dict | None = None) -> None:
+    """The metrics beside chance, and beside other models' values when given (the run's own last)."""
     from rich.table import Table
 
-    table = Table("metric", "value", "chance")
+    baselines = baselines or {}
+    table = Table("metric", "chance", *baselines, "DP" if baselines else "value")
     for name, m in metrics.items():
-        table.add_row(name, f"{m['value']:.3f}", f"{m['chance']:.3f}")
+        others = [f"{b[name]['value']:.3f}" if name in b else "-" for b in baselines.values()]
+        table.add_row(name, f"{m['chance']:.3f}", *others, f"{m['value']:.3f}")
     console.print(table)
 
 
@@ -103,13 +106,20 @@ def evaluate_cmd(checkpoint: Path, as_json: Annotated[bool, typer.Option("--json
 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo"),
-         quick: Annotated[bool, typer.Option(help="the 2-minute version")] = False,
+         quick: Annotated[bool, typer.Option(help="the small version")] = False,
+         non_private: Annotated[bool, typer.Option(
+             "--non-private", help="train one model from scratch without differential privacy")] = False,
          progress: bool = True) -> None:
-    """The main job: data, training, evaluation, report."""
+    """The main job: public pretraining, DP fine-tuning on people's records beside a non-private
+    reference, evaluation, report (with --non-private: one model from scratch, no DP)."""
     from simmim.demo import run_demo
 
-    summary = run_demo(out, quick=quick, progress=progress)
-    _print_metrics(summary["metrics"])
+    summary = run_demo(out, quick=quick, private=not non_private, progress=progress)
+    _print_metrics(summary["metrics"], summary.get("baselines"))
+    if summary["privacy"]:
+        p = summary["privacy"]
+        console.print(f"guarantee: ({p['epsilon_spent']:.2f}, {p['delta']:g})-DP at {p['unit']} level "
+                      f"({p['accountant'].upper()}), ledger job {p['ledger_job']}")
     console.print(f"report: {out / 'report.md'}  summary: {out / 'summary.json'}  "
                   f"({summary['timing']['total_seconds']:.0f} s)")
 

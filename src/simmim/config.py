@@ -36,6 +36,7 @@ class DataConfig:
     video_train_size: int = 0  # synthetic clips; 0 = no video
     video_test_size: int = 0
     frames: int = 4
+    max_objects: int = 3  # synthetic only: at most this many objects per still scene
     context_length: int = 24
     max_caption_words: int = 20
     skip_bad: bool = False

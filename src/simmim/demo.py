@@ -1,47 +1,138 @@
-"""The main job: generate data, train the demo model, evaluate it, write the run report."""
+"""The main job: generate data, train, evaluate, write the run report.
+
+By default the demo is private, as SimMIM's users' runs would be: a model is pretrained on a
+public corpus (synthetic scenes from another seed, with no people in it), then fine-tuned with
+DP-SGD at user level on the people's records (LoRA adapters, epsilon = 8, delta = 1e-5 unless the
+config says otherwise). The same fine-tuning without privacy runs beside it, so the report shows
+what the guarantee costs, and the public model alone, so it shows what the private data added.
+`private=False` runs the non-private demo: one model trained from scratch on the records.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import time
 from importlib import resources
 from pathlib import Path
 
 from simmim.config import Config, load_config
-from simmim.data.splits import build_splits
-from simmim.eval.evaluate import evaluate
-from simmim.report import write_report
+from simmim.data.splits import Splits, build_splits
+from simmim.eval.evaluate import Evaluation, evaluate
+from simmim.report import relative_to, write_report
 from simmim.train.checkpoint import update_metrics
-from simmim.train.loop import train
+from simmim.train.loop import TrainResult, train
+
+REFERENCE = "non-private"
+LEDGER_FILE = "privacy-ledger.db"
 
 
 def packaged_config(name: str) -> Config:
-    """One of the configs shipped in `simmim/configs/` (`demo`, `quick`, `tiny`)."""
+    """One of the configs shipped in `simmim/configs/` (`demo`, `demo-public`, `demo-private`, `quick`, ...)."""
     with resources.as_file(resources.files("simmim") / "configs" / f"{name}.toml") as path:
         return load_config(path)
 
 
-def run_demo(out: str | Path, *, quick: bool = False, progress: bool = True, config: Config | None = None) -> dict:
+def run_demo(out: str | Path, *, quick: bool = False, private: bool = True, progress: bool = True,
+             config: Config | None = None, public_config: Config | None = None) -> dict:
+    """Runs the demo into `out` (`report.md`, `summary.json`, PNGs, the model in `out/model`).
+
+    Args:
+        quick: the small configs (`quick-*`) instead of the full ones (`demo-*`).
+        private: pretrain on public data then fine-tune under DP (default), or train one
+            non-private model from scratch.
+        config: replaces the packaged config of the (private) run.
+        public_config: replaces the packaged config of the public pretraining (private demo only).
+
+    Returns:
+        The summary written to `summary.json`.
+    """
     out = Path(out)
-    cfg = config or packaged_config("quick" if quick else "demo")
+    name = "quick" if quick else "demo"
+    if not private:
+        return _non_private_demo(out, config or packaged_config(name), quick=quick, progress=progress)
+    return _private_demo(out, config or packaged_config(f"{name}-private"),
+                         public_config or packaged_config(f"{name}-public"), quick=quick, progress=progress)
+
+
+def _trained_and_evaluated(cfg: Config, out: Path, splits: Splits, eval_splits: Splits,
+                           progress: bool) -> tuple[TrainResult, Evaluation]:
+    result = train(cfg, out, splits=splits, progress=progress)
+    evaluation = evaluate(result.model, result.tokenizer, eval_splits, context_length=cfg.data.context_length)
+    update_metrics(result.checkpoint, evaluation.metrics)
+    return result, evaluation
+
+
+def _non_private_demo(out: Path, cfg: Config, *, quick: bool, progress: bool) -> dict:
     t0 = time.perf_counter()
     splits = build_splits(cfg.data)
-    t_data = time.perf_counter()
-    result = train(cfg, out, splits=splits, progress=progress)
-    t_train = time.perf_counter()
-    evaluation = evaluate(result.model, result.tokenizer, splits, context_length=cfg.data.context_length)
-    t_eval = time.perf_counter()
-    update_metrics(result.checkpoint, evaluation.metrics)
-    timing = {
-        "data_seconds": round(t_data - t0, 1), "train_seconds": round(t_train - t_data, 1),
-        "eval_seconds": round(t_eval - t_train, 1), "total_seconds": round(t_eval - t0, 1),
-        "steps": cfg.train.steps, "train_examples_per_second": round(result.examples_per_second, 1),
-    }
-    n_params = sum(p.numel() for p in result.model.parameters())
-    notes = [f"Model `{cfg.model.size}` ({n_params / 1e6:.2f}M parameters), {len(splits.train)} training images"
-             f" and {len(splits.video_train)} clips, {cfg.train.steps} steps of batch {cfg.train.batch_size}.",
-             f"Checkpoint: `{result.checkpoint}`. Chance: a random ranking (retrieval), the majority class"
-             " (classification), or predictions paired with the wrong record (captions)."]
-    write_report(out, title="SimMIM demo" + (" (quick)" if quick else ""), metrics=evaluation.metrics,
+    result, evaluation = _trained_and_evaluated(cfg, out, splits, splits, progress)
+    timing = {"total_seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(result.seconds, 1),
+              "steps": cfg.train.steps, "train_examples_per_second": round(result.examples_per_second, 1)}
+    notes = [_model_line(result, cfg, splits), _chance_line(result)]
+    write_report(out, title="SimMIM demo, non-private" + (" (quick)" if quick else ""), metrics=evaluation.metrics,
                  samples=evaluation.samples, history=result.history, timing=timing, privacy=result.privacy,
                  notes=notes)
     return {"metrics": evaluation.metrics, "privacy": result.privacy, "timing": timing}
+
+
+def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, progress: bool) -> dict:
+    t0 = time.perf_counter()
+    if not cfg.privacy.ledger:
+        # The demo's people are simulated and regenerated each run: a run replaces the previous demo in
+        # `out`, its models and its budget ledger together (a real dataset's ledger is never reset).
+        for previous in ("model", "checkpoints", "public", "non-private"):
+            shutil.rmtree(out / previous, ignore_errors=True)
+        (out / LEDGER_FILE).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = dataclasses.replace(cfg, privacy=dataclasses.replace(
+            cfg.privacy, ledger=f"sqlite:///{(out / LEDGER_FILE).resolve()}"))
+    public_splits = build_splits(public_cfg.data)
+    splits = build_splits(cfg.data)
+    # Public pretraining, evaluated on the people's test split: what the model knows without them.
+    public, public_eval = _trained_and_evaluated(public_cfg, out / "public", public_splits, splits, progress)
+    tuned = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, init=str(public.checkpoint)))
+    non_private_cfg = dataclasses.replace(tuned, privacy=dataclasses.replace(tuned.privacy, dp=False))
+    non_private, non_private_eval = _trained_and_evaluated(non_private_cfg, out / "non-private", splits, splits,
+                                                           progress)
+    dp = dataclasses.replace(tuned, privacy=dataclasses.replace(tuned.privacy, dp=True))
+    result, evaluation = _trained_and_evaluated(dp, out, splits, splits, progress)
+    timing = {"total_seconds": round(time.perf_counter() - t0, 1),
+              "public_pretraining_seconds": round(public.seconds, 1),
+              "non_private_fine_tuning_seconds": round(non_private.seconds, 1),
+              "dp_fine_tuning_seconds": round(result.seconds, 1), "dp_steps": cfg.train.steps,
+              "dp_examples_per_second": round(result.examples_per_second, 1)}
+    privacy = result.privacy
+    notes = [
+        f"Pretrained without privacy on a public corpus of {len(public_splits.train)} synthetic scenes and "
+        f"{len(public_splits.video_train)} clips (seed {public_cfg.data.seed}, no people in it; "
+        f"{public_cfg.train.steps} steps), then fine-tuned on {len(splits.train)} records of {privacy['units']} people "
+        f"with DP-SGD: {privacy['unit']}-level (epsilon = {privacy['epsilon_spent']:.2f}, "
+        f"delta = {privacy['delta']:g}, "
+        f"{privacy['accountant'].upper()} accountant), sigma = {privacy['noise_multiplier']}, "
+        f"q = {privacy['sample_rate']:.4f}, {privacy['steps']} steps, C = {privacy['max_grad_norm']}"
+        + (f", LoRA rank {cfg.finetune.lora_rank} on {', '.join(cfg.finetune.lora_targets)}"
+           if cfg.finetune.lora_rank else "") + ".",
+        f"Columns: `public only` is the pretrained model before fine-tuning; `{REFERENCE}` is the same fine-tuning "
+        "without clipping or noise; `DP` is the released model. The last column is DP as a fraction of "
+        f"{REFERENCE}.",
+        _model_line(result, cfg, splits), _chance_line(result),
+    ]
+    baselines = {"public only": public_eval.metrics, REFERENCE: non_private_eval.metrics}
+    write_report(out, title="SimMIM demo, differentially private" + (" (quick)" if quick else ""),
+                 metrics=evaluation.metrics, samples=evaluation.samples, history=result.history, timing=timing,
+                 privacy=privacy, notes=notes, baselines=baselines, reference=REFERENCE)
+    return {"metrics": evaluation.metrics, "privacy": privacy, "timing": timing, "baselines": baselines,
+            "reference": REFERENCE,
+            "relative_to_reference": relative_to(evaluation.metrics, non_private_eval.metrics)}
+
+
+def _model_line(result: TrainResult, cfg: Config, splits: Splits) -> str:
+    n_params = sum(p.numel() for p in result.model.parameters())
+    return (f"Model `{cfg.model.size}` ({n_params / 1e6:.2f}M parameters), {len(splits.train)} training images and "
+            f"{len(splits.video_train)} clips, {cfg.train.steps} steps.")
+
+
+def _chance_line(result: TrainResult) -> str:
+    return (f"Checkpoint: `{result.checkpoint}`. Chance: a random ranking (retrieval), the majority class "
+            "(classification), or predictions paired with the wrong record (captions).")

@@ -108,11 +108,67 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def relative_to(metrics: dict, reference: dict) -> dict[str, float]:
+    """Each metric as a fraction of the reference model's value (metrics both models have)."""
+    return {name: m["value"] / reference[name]["value"] for name, m in metrics.items()
+            if name in reference and reference[name]["value"] > 0}
+
+
+def comparison_table(metrics: dict, name: str, baselines: dict[str, dict], reference: str) -> str:
+    """One column per model, the run's own model (`name`) last, then its value relative to `reference`."""
+    columns = [*baselines, name]
+    lines = ["| metric | chance | " + " | ".join(columns) + f" | {name} / {reference} |",
+             "|---|---:|" + "---:|" * (len(columns) + 1)]
+    ratios = relative_to(metrics, baselines[reference])
+    for metric, m in metrics.items():
+        values = [baselines[c].get(metric, {}).get("value") for c in baselines] + [m["value"]]
+        cells = " | ".join("-" if v is None else f"{v:.3f}" for v in values)
+        ratio = f"{ratios[metric]:.0%}" if metric in ratios else "-"
+        lines.append(f"| {metric} | {m['chance']:.3f} | {cells} | {ratio} |")
+    return "\n".join(lines)
+
+
+def plot_comparison(models: dict[str, dict], keys: list[str], path: Path) -> Path:
+    """Grouped bars: the chosen metrics of each model, with chance as a dashed tick."""
+    keys = [k for k in keys if all(k in m for m in models.values())]
+    fig, ax = plt.subplots(figsize=(1.3 * len(keys) + 2, 4))
+    width = 0.8 / len(models)
+    for i, (label, metrics) in enumerate(models.items()):
+        x = np.arange(len(keys)) + (i - (len(models) - 1) / 2) * width
+        ax.bar(x, [metrics[k]["value"] for k in keys], width, label=label)
+    first = next(iter(models.values()))
+    for j, key in enumerate(keys):
+        ax.hlines(first[key]["chance"], j - 0.45, j + 0.45, colors="black", linestyles="dashed", linewidth=1)
+    ax.set_xticks(np.arange(len(keys)), [k.replace("_", " ") for k in keys], rotation=25, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Held-out test metrics (dashed: chance)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+COMPARED = ["text_to_image_R@1", "image_to_text_R@1", "caption_attribute_accuracy", "zero_shot_colour",
+            "zero_shot_shape", "generation_colour_accuracy"]
+
+
 def write_report(out: Path, *, title: str, metrics: dict, samples: dict, history: list[dict], timing: dict,
-                 privacy: dict | None, notes: list[str] = ()) -> tuple[Path, Path]:
-    """Write `report.md`, its PNGs and `summary.json` into `out`."""
+                 privacy: dict | None, notes: list[str] = (), baselines: dict[str, dict] | None = None,
+                 reference: str | None = None) -> tuple[Path, Path]:
+    """Write `report.md`, its PNGs and `summary.json` into `out`.
+
+    With `baselines` (model name -> metrics of other models on the same test split), the report shows
+    them beside this run's and each metric relative to the `reference` baseline (`summary.json` keys
+    `baselines` and `relative_to_reference`).
+    """
     out.mkdir(parents=True, exist_ok=True)
     figures = [("Loss curves", plot_losses(history, out / "loss_curves.png"))]
+    own = "DP" if privacy else "this run"
+    if baselines:
+        figures.append(("Models compared", plot_comparison({**baselines, own: metrics}, COMPARED,
+                                                           out / "comparison.png")))
     if privacy:
         figures.append(("Privacy spent", plot_privacy(privacy, out / "privacy_epsilon.png")))
     if samples.get("retrieval"):
@@ -123,9 +179,13 @@ def write_report(out: Path, *, title: str, metrics: dict, samples: dict, history
     if samples.get("generated"):
         figures.append(("Text -> image", plot_generated(samples["generated"], out / "generated.png")))
     summary = {"metrics": metrics, "privacy": privacy, "timing": timing}
+    if baselines:
+        summary.update(baselines=baselines, reference=reference,
+                       relative_to_reference=relative_to(metrics, baselines[reference]))
     summary_path = out / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=2))
-    parts = [f"# {title}", "", *notes, "", "## Metrics (held-out test split)", "", metrics_table(metrics), "",
+    table = comparison_table(metrics, own, baselines, reference) if baselines else metrics_table(metrics)
+    parts = [f"# {title}", "", *notes, "", "## Metrics (held-out test split)", "", table, "",
              "## Timing", "", *(f"- {k}: {v:.1f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in
                                 timing.items()), ""]
     parts += ["## Privacy", "", "No differential privacy in this run." if privacy is None else

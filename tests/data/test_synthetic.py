@@ -187,12 +187,23 @@ def test_other_image_sizes():
         {"image_size": 8},
         {"kind": "video", "frames": 1},
         {"kind": "video", "frames": 40},
+        {"max_objects": 0},
+        {"max_objects": 4},
     ],
 )
 def test_bad_arguments_raise_data_error(kwargs):
     arguments = {"n": 2, "seed": 0} | kwargs
     with pytest.raises(DataError):
         generate(arguments.pop("n"), **arguments)
+
+
+def test_max_objects_caps_scenes():
+    """A corpus of single-object scenes (the private demo's public pretraining data)."""
+    full, single = generate(300, seed=4), generate(300, seed=4, max_objects=1)
+    assert all(len(r.scene.objects) == 1 for r in single)
+    assert Counter(len(r.scene.objects) for r in full).keys() == {1, 2, 3}
+    assert Counter(len(r.scene.objects) for r in generate(300, seed=4, max_objects=2)).keys() == {1, 2}
+    assert all(parse_caption(r.caption) is not None for r in single)
 
 
 def test_ten_thousand_images_are_fast():

@@ -49,7 +49,7 @@ def build_splits(cfg: DataConfig) -> Splits:
     if cfg.source == "synthetic":
         def make(n, split, kind="image"):
             return synthetic.generate(n, seed=cfg.seed, split=split, image_size=cfg.image_size, kind=kind,
-                                      frames=cfg.frames) if n else []
+                                      frames=cfg.frames, max_objects=cfg.max_objects) if n else []
         return Splits(
             train=make(cfg.train_size, "train"), val=make(cfg.val_size, "val"), test=make(cfg.test_size, "test"),
             test_unseen=make(cfg.test_size, "test_unseen"),

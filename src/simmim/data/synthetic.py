@@ -171,7 +171,7 @@ def _random_object(rng: np.random.Generator, combos: tuple[tuple[str, str], ...]
     return SceneObject(shape=shape, colour=colour, size=SIZES[int(rng.integers(len(SIZES)))], cell=cell)
 
 
-def _random_scene(rng: np.random.Generator, split: str, kind: str) -> Scene:
+def _random_scene(rng: np.random.Generator, split: str, kind: str, max_objects: int = 3) -> Scene:
     """A scene of the split: held-out combos never in train/val/test, at least one in test_unseen."""
     unseen = split == "test_unseen"
     first_combos = _HELD_OUT_COMBOS if unseen else _SEEN_COMBOS
@@ -181,6 +181,7 @@ def _random_scene(rng: np.random.Generator, split: str, kind: str) -> Scene:
         return Scene(objects=(obj,), motion=MOTIONS[int(rng.integers(len(MOTIONS)))])
     draw = rng.random()
     n_objects = 1 if draw < _OBJECT_COUNT_P[0] else 2 if draw < _OBJECT_COUNT_P[0] + _OBJECT_COUNT_P[1] else 3
+    n_objects = min(n_objects, max_objects)
     cells = rng.choice(GRID * GRID, size=n_objects, replace=False)
     first = _random_object(rng, first_combos, int(cells[0]))
     if n_objects > 1 and rng.random() < _IDENTICAL_P:
@@ -190,7 +191,8 @@ def _random_scene(rng: np.random.Generator, split: str, kind: str) -> Scene:
     return Scene(objects=(first, *others))
 
 
-def _check_arguments(n: int, seed: int, split: str, kind: str, image_size: int, frames: int) -> None:
+def _check_arguments(n: int, seed: int, split: str, kind: str, image_size: int, frames: int,
+                     max_objects: int) -> None:
     if not isinstance(n, int) or n < 0:
         raise DataError(f"generate: n must be a non-negative integer, got {n!r}")
     if not isinstance(seed, int) or seed < 0:
@@ -203,6 +205,8 @@ def _check_arguments(n: int, seed: int, split: str, kind: str, image_size: int, 
         raise DataError(f"generate: image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
     if kind == "video" and (not isinstance(frames, int) or frames < 2):
         raise DataError(f"generate: a clip needs frames >= 2, got {frames!r}")
+    if max_objects not in (1, 2, 3):
+        raise DataError(f"generate: max_objects must be 1, 2 or 3, got {max_objects!r}")
 
 
 def generate(
@@ -213,6 +217,7 @@ def generate(
     image_size: int = 32,
     kind: str = "image",
     frames: int = 4,
+    max_objects: int = 3,
 ) -> list[Record]:
     """Generates ``n`` captioned records of one split, byte-identical for equal arguments.
 
@@ -229,6 +234,7 @@ def generate(
         image_size: Side of images and frames in pixels.
         kind: "image" or "video".
         frames: Frames per clip (videos only).
+        max_objects: Scenes that would hold more objects hold this many (1: single-object scenes only).
 
     Returns:
         Records with ids ``f"{split}-{kind}-{i:06d}"``, scenes set.
@@ -236,11 +242,11 @@ def generate(
     Raises:
         DataError: If an argument is out of range.
     """
-    _check_arguments(n, seed, split, kind, image_size, frames)
+    _check_arguments(n, seed, split, kind, image_size, frames, max_objects)
     rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), KINDS.index(kind)]))
     records = []
     for i in range(n):
-        scene = _random_scene(rng, split, kind)
+        scene = _random_scene(rng, split, kind, max_objects)
         if kind == "video":
             media = {"frames": render_clip(scene, image_size, frames, rng=rng)}
         else:
