@@ -9,7 +9,7 @@ from torch import nn
 
 from simmim.errors import ConfigError
 from simmim.models import create_model
-from simmim.models.lora import LoRALinear, add_lora, merge_lora, trainable_parameters, train_only
+from simmim.models.lora import LoRALinear, add_lora, merge_lora, train_only, trainable_parameters
 
 
 def _embed(model, images, text):
