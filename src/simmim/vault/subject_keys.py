@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from simmim.errors import VaultError
 from simmim.vault import envelope, keys
+from simmim.vault.database import among
 from simmim.vault.schema import SubjectKeyRow
 
 
@@ -58,7 +59,7 @@ class SealingKeys:
             rows = self._session.execute(select(SubjectKeyRow.id, SubjectKeyRow.subject_pk, SubjectKeyRow.version,
                                                 SubjectKeyRow.wrapped, SubjectKeyRow.kek_id,
                                                 SubjectKeyRow.encryptions)
-                                         .where(SubjectKeyRow.subject_pk.in_(part))).all()
+                                         .where(among(self._session, SubjectKeyRow.subject_pk, part))).all()
             newest = {}
             for row in rows:
                 if row.subject_pk not in newest or row.version > newest[row.subject_pk].version:
@@ -101,7 +102,7 @@ class SealingKeys:
         for start in range(0, len(ids), 500):  # one statement per 500 keys, not one per key
             part = {key_id: counted[key_id] for key_id in ids[start:start + 500]}
             self._session.connection().execute(update(SubjectKeyRow.__table__)
-                                               .where(SubjectKeyRow.id.in_(list(part)))
+                                               .where(among(self._session, SubjectKeyRow.id, part))
                                                .values(encryptions=case(part, value=SubjectKeyRow.id)))
         self._retired.clear()
         for slot in self._slots.values():
@@ -115,7 +116,7 @@ def opening_keys(session: Session, kek: bytes, subjects: dict[int, str]) -> dict
     for start in range(0, len(pks), 500):
         rows = session.execute(select(SubjectKeyRow.subject_pk, SubjectKeyRow.version, SubjectKeyRow.wrapped,
                                       SubjectKeyRow.kek_id)
-                               .where(SubjectKeyRow.subject_pk.in_(pks[start:start + 500]))).all()
+                               .where(among(session, SubjectKeyRow.subject_pk, pks[start:start + 500]))).all()
         for row in rows:
             found[(row.subject_pk, row.version)] = unwrap_data_key(kek, row.wrapped, subjects[row.subject_pk],
                                                                    row.version, row.kek_id)

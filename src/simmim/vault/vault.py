@@ -38,6 +38,7 @@ from simmim.data.records import Record
 from simmim.errors import VaultError
 from simmim.vault import access, audit, envelope, keys
 from simmim.vault.database import (
+    among,
     head_revision,
     make_engine,
     parse_url,
@@ -401,7 +402,7 @@ class Vault:
     def _refuse_known_records(self, session: Session, encoded: list) -> None:
         by_ref = {ref: record for record, _, _, ref in encoded}
         for part in _chunks(list(by_ref)):
-            taken = set(session.scalars(select(RecordRow.ref).where(RecordRow.ref.in_(part))))
+            taken = set(session.scalars(select(RecordRow.ref).where(among(session, RecordRow.ref, part))))
             if taken:
                 first = next(by_ref[ref] for ref in part if ref in taken)  # the first in batch order
                 raise VaultError(f"record {first.record_id!r}: record id is already in the vault ({len(taken)} of "
@@ -418,8 +419,8 @@ class Vault:
         tombstoned: set[str] = set()
         for part in _chunks(list(refs.values())):
             known.update({ref: pk for pk, ref in session.execute(select(SubjectRow.id, SubjectRow.ref)
-                                                                 .where(SubjectRow.ref.in_(part)))})
-            tombstoned.update(session.scalars(select(TombstoneRow.ref).where(TombstoneRow.ref.in_(part),
+                                                                 .where(among(session, SubjectRow.ref, part)))})
+            tombstoned.update(session.scalars(select(TombstoneRow.ref).where(among(session, TombstoneRow.ref, part),
                                                                               TombstoneRow.lifted_at.is_(None))))
         for subject_id, ref in refs.items():
             if ref in tombstoned:
