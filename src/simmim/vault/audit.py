@@ -91,11 +91,13 @@ def generate_signing_key(path: str | Path) -> Path:
     path = Path(path)
     pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                      serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise VaultError(f"{path} exists; not overwriting an audit signing key") from None
+    except OSError as exc:
+        raise VaultError(f"cannot write the audit key {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
     return path

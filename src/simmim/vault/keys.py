@@ -133,9 +133,12 @@ def write_key_file(path: str | Path) -> Path:
     """Writes a new random KEK as base64 to a file readable by its owner only; refuses to overwrite."""
     path = Path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise VaultError(f"{path} exists; not overwriting a key file") from None
+    except OSError as exc:
+        raise VaultError(f"cannot write the key file {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(base64.b64encode(new_key()) + b"\n")
     return path
