@@ -15,7 +15,8 @@ from simmim.vault.envelope import PayloadAuthenticationError
 from .conftest import run_sql
 
 INJECTIONS = ["'); DROP TABLE vault_records; --", "<script>alert('x')</script>", "\" OR 1=1 --",
-              "<img src=x onerror=alert(1)>", "Robert'); DELETE FROM vault_subjects WHERE ('1'='1"]
+              "<img src=x onerror=alert(1)>", "Robert'); DELETE FROM vault_subjects WHERE ('1'='1",
+              "Zoë O'Brien-山田 ☃"]  # and a name outside ASCII
 
 
 def _nothing_stored(db_url) -> bool:

@@ -79,3 +79,25 @@ def test_no_id_caption_or_pixels_in_the_database(vault, db_url, records, tmp_pat
     for secret in secrets:
         assert secret.encode() not in dump, secret
     assert pixels not in dump
+
+
+def test_the_migration_downgrades_and_upgrades_cleanly(db_url):
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from simmim.vault.database import _alembic_config, upgrade_schema
+
+    engine = make_engine(parse_url(db_url))
+    try:
+        upgrade_schema(engine)
+        with engine.begin() as connection:
+            command.downgrade(_alembic_config(connection), "base")
+        with engine.connect() as connection:
+            assert not [t for t in inspect(connection).get_table_names() if t.startswith("vault_") and
+                        t != VERSION_TABLE]
+        upgrade_schema(engine)
+        assert schema_revision(engine) == head_revision()
+        with engine.connect() as connection:
+            assert set(Base.metadata.tables) <= set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
