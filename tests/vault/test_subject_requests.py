@@ -134,3 +134,50 @@ def test_rectify_replaces_content_keeps_history_and_refuses_owner_changes(vault,
         vault.rectify(dataclasses.replace(original, subject_id=other_subject))
     with pytest.raises(VaultError, match="record 'no-such-record' is not in the vault"):
         vault.rectify(dataclasses.replace(original, record_id="no-such-record"))
+
+
+def test_deletions_are_carried_to_a_restored_backup(db_url, key_source, records, tmp_path):
+    """A backup taken before a deletion still opens with the KEK; re-applying the tombstones shreds it there."""
+    with Vault.create(db_url, key_source) as live:
+        live.ingest(records)
+        subjects = subjects_of(records)
+        live.grant_consent(subjects, "model-training", notice_version="v1")
+        backup_url = _copy_database(db_url, tmp_path)
+        deleted, kept = subjects[0], subjects[1]
+        live.delete_subject(deleted)
+        tombstones = live.tombstones()
+    assert [t["ref"] for t in tombstones] == [live.subject_ref(deleted)]
+    with Vault.open(backup_url, key_source, principal="admin") as restored:
+        assert deleted in {r.subject_id for r in restored.release("model-training").records}  # the backup's risk
+        assert restored.apply_tombstones(tombstones) == 1
+        assert restored.apply_tombstones(tombstones) == 0  # idempotent
+        released = {r.subject_id for r in restored.release("model-training").records}
+        assert deleted not in released and kept in released
+        with pytest.raises(VaultError, match="its subject was deleted"):
+            restored.ingest([r for r in records if r.subject_id == deleted])
+    with Vault.open(backup_url, key_source, principal="admin") as restored, \
+            pytest.raises(VaultError, match="malformed tombstone"):
+        restored.apply_tombstones([{"ref": "not-a-ref", "deleted_at": "2026-01-01T00:00:00+00:00"}])
+
+
+def _copy_database(db_url: str, tmp_path) -> str:
+    """A backup: a copy of the database file, or a PostgreSQL database cloned from it."""
+    if db_url.startswith("sqlite"):
+        import sqlite3
+
+        source = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+        target = sqlite3.connect(tmp_path / "backup.db")
+        source.backup(target)
+        source.close()
+        target.close()
+        return f"sqlite:///{tmp_path / 'backup.db'}"
+    import uuid
+
+    import psycopg
+
+    server, name = db_url.rsplit("/", 1)
+    copy = f"backup_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        conn.execute(f"CREATE DATABASE {copy} TEMPLATE {name}")
+    return f"{server}/{copy}"

@@ -42,6 +42,11 @@ def test_vault_workflow_through_the_cli(db_url, tmp_path, records):
     deleted = _cli(db_url, tmp_path, "delete-subject", subjects[2], "--json")
     assert deleted.exit_code == 0, deleted.output
     assert json.loads(deleted.output)["records_deleted"] == sum(r.subject_id == subjects[2] for r in records[:30])
+    exported = _cli(db_url, tmp_path, "tombstones", "export", "--out", tmp_path / "tombstones.json")
+    assert exported.exit_code == 0 and "1 tombstone(s)" in exported.output, exported.output
+    assert subjects[2] not in (tmp_path / "tombstones.json").read_text()
+    applied = _cli(db_url, tmp_path, "tombstones", "apply", tmp_path / "tombstones.json")
+    assert applied.exit_code == 0 and "0 subject(s) present here were shredded" in applied.output, applied.output
     assert _cli(db_url, tmp_path, "principal", "add", "tina", "--role", "trainer").exit_code == 0
     token = _cli(db_url, tmp_path, "token", "create", "tina", "--scope", "stats", "--days", "1")
     assert token.exit_code == 0 and token.output.startswith("smv_"), token.output

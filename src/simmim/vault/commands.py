@@ -27,9 +27,11 @@ vault_app = typer.Typer(no_args_is_help=True,
 consent_app = typer.Typer(no_args_is_help=True, help="Record or withdraw consent for a purpose.")
 principal_app = typer.Typer(no_args_is_help=True, help="Principals (who may act) and their roles.")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens: scoped, expiring, revocable, shown once.")
+tombstones_app = typer.Typer(no_args_is_help=True, help="Deletions by pseudonym: carry them to a restored backup.")
 vault_app.add_typer(consent_app, name="consent")
 vault_app.add_typer(principal_app, name="principal")
 vault_app.add_typer(token_app, name="token")
+vault_app.add_typer(tombstones_app, name="tombstones")
 
 PRINCIPAL_ENV, TOKEN_ENV, AUDIT_KEY_ENV = "SIMMIM_VAULT_PRINCIPAL", "SIMMIM_VAULT_TOKEN", "SIMMIM_VAULT_AUDIT_KEY"
 NEW_PASSPHRASE_ENV = "SIMMIM_VAULT_NEW_PASSPHRASE"
@@ -229,6 +231,35 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="the token's id (t
     with _opened(db, key_file, principal, token, audit_key) as vault:
         vault.revoke_token(token_id)
     typer.echo(f"token {token_id} revoked")
+
+
+@tombstones_app.command("export")
+def tombstones_export(out: Annotated[Path, typer.Option("--out", help="JSON file to write")],
+                      db: DbOption = None, key_file: KeyFileOption = None, principal: AsOption = None,
+                      token: TokenOption = None, audit_key: AuditKeyOption = None) -> None:
+    """Write every deletion (pseudonym and date, no id) to a JSON file."""
+    with _opened(db, key_file, principal, token, audit_key) as vault:
+        entries = vault.tombstones()
+    out.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
+    typer.echo(f"{len(entries)} tombstone(s) written to {out}")
+
+
+@tombstones_app.command("apply")
+def tombstones_apply(path: Annotated[Path, typer.Argument(help="JSON file from `tombstones export`")],
+                     db: DbOption = None, key_file: KeyFileOption = None, principal: AsOption = None,
+                     token: TokenOption = None, audit_key: AuditKeyOption = None) -> None:
+    """Re-apply deletions to this vault (a restored backup): shred every subject deleted since."""
+    from simmim.errors import VaultError
+
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise VaultError(f"cannot read tombstones from {path}: {exc}") from None
+    if not isinstance(entries, list):
+        raise VaultError(f"{path} does not hold a list of tombstones")
+    with _opened(db, key_file, principal, token, audit_key) as vault:
+        shredded = vault.apply_tombstones(entries)
+    typer.echo(f"{len(entries)} tombstone(s) applied; {shredded} subject(s) present here were shredded")
 
 
 @vault_app.command("verify")

@@ -678,22 +678,9 @@ class Vault:
         """
         ref = self.subject_ref(check_id(subject_id, "subject_id", "delete"))
         started = time.perf_counter()
-        now = _now()
         with self._operation(access.DELETE, f"subject:{ref}", access.DSR_PURPOSE) as session:
             subject = self._subject(session, subject_id)
-            records = session.scalar(select(func.count()).select_from(RecordRow)
-                                     .where(RecordRow.subject_pk == subject.id))
-            session.execute(delete(SubjectKeyRow).where(SubjectKeyRow.subject_pk == subject.id))
-            session.execute(delete(ConsentStateRow).where(ConsentStateRow.subject_pk == subject.id))
-            tombstone = session.get(TombstoneRow, ref)
-            if tombstone is None:
-                session.add(TombstoneRow(ref=ref, deleted_at=now, records_deleted=records))
-            else:
-                tombstone.deleted_at, tombstone.records_deleted, tombstone.lifted_at = now, records, None
-            snapshots, checkpoints = self._lineage(session, ref)
-            for row in session.scalars(select(ModelLineageRow).where(ModelLineageRow.checkpoint_id.in_(checkpoints))):
-                row.deleted_subjects += 1
-                row.flagged_at = row.flagged_at or now
+            records, snapshots, checkpoints = self._shred(session, subject.id, ref, _now())
             audit.append(session, actor=self.principal, action="delete-subject", resource=f"subject:{ref}",
                          purpose=access.DSR_PURPOSE, details={"records": records, "snapshots": snapshots,
                                                               "checkpoints": checkpoints, "step": "shred"})
@@ -703,6 +690,60 @@ class Vault:
         return DeletionReport(subject_ref=ref, records_deleted=records, snapshots=tuple(snapshots),
                               checkpoints=tuple(checkpoints), shred_seconds=shred_seconds,
                               total_seconds=time.perf_counter() - started)
+
+    def _shred(self, session: Session, subject_pk: int | None, ref: str, deleted_at: datetime,
+               lifted_at: datetime | None = None) -> tuple[int, list[str], list[str]]:
+        """Destroys a subject's data keys and consent state, writes their tombstone and flags the models
+        trained on them; returns (records made unreadable, snapshots, checkpoints that included them)."""
+        records = 0
+        if subject_pk is not None:
+            records = session.scalar(select(func.count()).select_from(RecordRow)
+                                     .where(RecordRow.subject_pk == subject_pk))
+            session.execute(delete(SubjectKeyRow).where(SubjectKeyRow.subject_pk == subject_pk))
+            session.execute(delete(ConsentStateRow).where(ConsentStateRow.subject_pk == subject_pk))
+        tombstone = session.get(TombstoneRow, ref)
+        if tombstone is None:
+            session.add(TombstoneRow(ref=ref, deleted_at=deleted_at, records_deleted=records, lifted_at=lifted_at))
+        else:
+            tombstone.deleted_at, tombstone.records_deleted, tombstone.lifted_at = deleted_at, records, lifted_at
+        snapshots, checkpoints = self._lineage(session, ref)
+        for row in session.scalars(select(ModelLineageRow).where(ModelLineageRow.checkpoint_id.in_(checkpoints))):
+            row.deleted_subjects += 1
+            row.flagged_at = row.flagged_at or deleted_at
+        return records, snapshots, checkpoints
+
+    def tombstones(self) -> list[dict]:
+        """Every deletion this vault has done, by pseudonym and date (to re-apply to a restored backup)."""
+        with self._operation(access.DELETE, "tombstones", access.DSR_PURPOSE) as session:
+            rows = session.scalars(select(TombstoneRow).order_by(TombstoneRow.deleted_at, TombstoneRow.ref))
+            return [{"ref": r.ref, "deleted_at": _aware(r.deleted_at).isoformat(),
+                     "lifted_at": _aware(r.lifted_at).isoformat() if r.lifted_at else None} for r in rows]
+
+    def apply_tombstones(self, tombstones: Iterable[dict]) -> int:
+        """Re-applies deletions (from the live vault's `tombstones`) to this vault, e.g. a restored backup.
+
+        Each subject whose data here predates the deletion is shredded and removed as by
+        `delete_subject`; the tombstone is written either way, so a later ingest is refused too.
+
+        Returns:
+            How many subjects present here were shredded.
+        """
+        entries = [_tombstone_entry(item) for item in tombstones]
+        with self._operation(access.DELETE, "tombstones", access.DSR_PURPOSE) as session:
+            shredded = 0
+            for ref, deleted_at, lifted_at in entries:
+                subject = session.scalars(select(SubjectRow).where(SubjectRow.ref == ref)).first()
+                current = session.get(TombstoneRow, ref)
+                if current is not None and _aware(current.deleted_at) >= deleted_at:
+                    continue  # this vault already knows this deletion (or a later one)
+                stale = subject is not None and _aware(subject.created_at) <= deleted_at
+                self._shred(session, subject.id if stale else None, ref, deleted_at, lifted_at)
+                shredded += stale
+            audit.append(session, actor=self.principal, action="apply-tombstones", resource="tombstones",
+                         purpose=access.DSR_PURPOSE, details={"tombstones": len(entries), "shredded": shredded})
+        self.purge_shredded()
+        self._maybe_checkpoint()
+        return shredded
 
     def purge_shredded(self) -> int:
         """Removes the rows of subjects whose keys were shredded (normally right after `delete_subject`)."""
@@ -910,6 +951,17 @@ def _check_purpose_name(name: str) -> str:
 def _check_label(value: str, field_name: str, *, required: bool) -> None:
     if not isinstance(value, str) or len(value) > 64 or (required and not value.strip()):
         raise VaultError(f"{field_name} must be text of 1 to 64 characters, got {value!r}")
+
+
+def _tombstone_entry(item: dict) -> tuple[str, datetime, datetime | None]:
+    try:
+        ref, deleted_at = item["ref"], datetime.fromisoformat(item["deleted_at"])
+        lifted_at = datetime.fromisoformat(item["lifted_at"]) if item.get("lifted_at") else None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VaultError(f"malformed tombstone {item!r}: {exc}") from None
+    if not isinstance(ref, str) or not re.fullmatch(r"[0-9a-f]{64}", ref):
+        raise VaultError(f"malformed tombstone {item!r}: ref must be 64 hex digits")
+    return ref, _aware(deleted_at), _aware(lifted_at)
 
 
 def _source_label(source: str) -> str:
