@@ -753,14 +753,29 @@ class Vault:
             shredded = list(session.scalars(select(SubjectRow).where(SubjectRow.id.not_in(has_key))))
             for subject in shredded:
                 self._purge_subject(session, subject.id)
-        if shredded and self._engine.url.get_backend_name() == "sqlite":
-            # The WAL still holds the pages with the wrapped keys until it is checkpointed and truncated.
-            raw = self._engine.raw_connection()
-            try:
-                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                raw.close()
+        if shredded:
+            self._reclaim_key_space()
         return len(shredded)
+
+    def _reclaim_key_space(self) -> None:
+        """Lets the database drop the deleted key rows' bytes now rather than at some later maintenance.
+
+        SQLite: the WAL still holds the pages with the wrapped keys until it is checkpointed and
+        truncated (the main file's freed pages are already zeroed by ``secure_delete``).
+        PostgreSQL: dead rows stay in the table's pages until VACUUM; the keys table is small.
+        """
+        raw = self._engine.raw_connection()
+        try:
+            if self._engine.url.get_backend_name() == "sqlite":
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            else:
+                raw.driver_connection.autocommit = True  # VACUUM cannot run inside a transaction
+                try:
+                    raw.driver_connection.execute("VACUUM vault_subject_keys")
+                finally:
+                    raw.driver_connection.autocommit = False
+        finally:
+            raw.close()
 
     def _purge_subject(self, session: Session, subject_pk: int | None) -> None:
         if subject_pk is None:
