@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
+from simmim.crypto import secagg_keys
 from simmim.crypto import secagg_messages as messages
 from simmim.crypto.secagg import (
     BOX_BYTES,
@@ -19,6 +20,7 @@ from simmim.crypto.secagg import (
     new_round,
     quantise,
 )
+from simmim.crypto.secagg_graph import neighbourhoods
 from simmim.crypto.secagg_local import DROP_STEPS, run_in_process
 from simmim.errors import CryptoError
 
@@ -48,9 +50,10 @@ def assert_exact(outcome, updates, contributors):
 class Round:
     """A round driven step by step, so tests can meddle with the messages."""
 
-    def __init__(self, n=N, threshold=T, length=LENGTH, ids=None):
+    def __init__(self, n=N, threshold=T, length=LENGTH, ids=None, neighbours=0):
         self.updates = make_updates(n, length, ids=ids)
-        self.config = new_round(self.updates, threshold=threshold, vector_length=length, clip=CLIP)
+        self.config = new_round(self.updates, threshold=threshold, vector_length=length, clip=CLIP,
+                                neighbours=neighbours)
         self.server = SecAggServer(self.config)
         self.clients = {cid: SecAggClient(cid) for cid in self.config.clients}
 
@@ -247,7 +250,7 @@ def test_clients_refuse_requests_for_both_secrets_of_a_client():
         game.clients[1].unmask(greedy)
     assert game.clients[1].stage == "aborted"
     missing = dataclasses.replace(game.request, dropped=())
-    with pytest.raises(CryptoError, match="partition"):
+    with pytest.raises(CryptoError, match="whether it survived"):
         game.clients[2].unmask(missing)
     game.clients[3].unmask(game.request)
     swapped = dataclasses.replace(game.request, survivors=(1, 2, 3, 4, 5, 7), dropped=(6,))
@@ -403,6 +406,63 @@ def test_server_refuses_malformed_share_uploads():
     game.server.receive_shares(upload)  # the genuine message is still accepted
 
 
+# --- SecAgg+: sparse neighbourhoods ------------------------------------------------------------
+
+
+def test_the_sparse_graph_is_regular_symmetric_and_drawn_from_the_round():
+    config = new_round(range(1, 21), threshold=4, vector_length=4, clip=CLIP, neighbours=6)
+    graph = neighbourhoods(config)
+    assert all(len(peers) == 6 and cid not in peers for cid, peers in graph.items())
+    assert all(cid in graph[peer] for cid, peers in graph.items() for peer in peers)
+    assert neighbourhoods(config) == graph
+    assert neighbourhoods(dataclasses.replace(config, round_id=bytes(16))) != graph
+    complete = neighbourhoods(dataclasses.replace(config, neighbours=0, threshold=11))
+    assert all(peers == set(range(1, 21)) - {cid} for cid, peers in complete.items())
+
+
+@pytest.mark.parametrize("neighbours, threshold, message", [
+    (3, 3, "even"), (1, 2, "even"), (10, 6, "even"), (6, 3, "more than half of the 7"), (6, 8, "at most all"),
+])
+def test_bad_sparse_graphs_are_refused(neighbours, threshold, message):
+    with pytest.raises(CryptoError, match=message):
+        new_round(range(1, 11), threshold=threshold, vector_length=4, clip=CLIP, neighbours=neighbours)
+
+
+def test_secagg_plus_clients_exchange_shares_and_masks_with_their_neighbours_only():
+    game = Round(n=12, threshold=4, neighbours=6)
+    game.advertise()
+    game.share()
+    graph = neighbourhoods(game.config)
+    assert all(set(message.ciphertexts) == graph[cid] for cid, message in game.sent_shares.items())
+    assert all(set(delivery.ciphertexts) == graph[cid] for cid, delivery in game.deliveries.items())
+    game.mask()
+    assert all(len(message.self_mask_shares) == 7 for message in (game.clients[c].unmask(game.request)
+                                                                  for c in game.request.survivors[:1]))
+
+
+@pytest.mark.parametrize("step", DROP_STEPS)
+def test_secagg_plus_exact_sum_with_dropouts_at_each_step(step):
+    updates = make_updates(n=12, seed=3)
+    dropped = {2, 7, 11}  # each neighbourhood of 7 keeps at least 4 = threshold
+    outcome = run_in_process(updates, threshold=4, clip=CLIP, neighbours=6, drop={step: dropped}, over_wire=True)
+    assert_exact(outcome, updates, set(updates) if step == "unmask" else set(updates) - dropped)
+    revealed = outcome.server.revealed_owners()
+    assert revealed["self_mask"].isdisjoint(revealed["mask_key"])
+
+
+def test_secagg_plus_refuses_when_one_neighbourhood_falls_below_threshold():
+    game = Round(n=12, threshold=3, neighbours=4)
+    game.advertise()
+    game.share()
+    victim = 5
+    gone = {victim, *sorted(neighbourhoods(game.config)[victim])[:2]}  # 2 of its 4 neighbours stay
+    game.mask(ids=[cid for cid in game.clients if cid not in gone])
+    assert len(game.request.survivors) == 9  # well above the threshold overall
+    with pytest.raises(CryptoError, match=r"only [0-2] clients returned shares of client \d+"):
+        game.unmask()
+    assert game.server.stage == "refused"
+
+
 # --- the byte form -----------------------------------------------------------------------------
 
 
@@ -426,3 +486,9 @@ def test_every_message_survives_its_byte_form_and_garbage_is_refused():
         messages.encode("hello")
     with pytest.raises(CryptoError, match="uint32"):
         messages.encode(dataclasses.replace(game.masked[2], words=np.zeros(3, np.int64)))
+
+
+def test_key_agreement_with_a_low_order_point_is_refused():
+    with pytest.raises(CryptoError, match="key agreement between clients 1 and 2 failed"):
+        secagg_keys.agreed_key(secagg_keys.new_private_key(), bytes(32), purpose=secagg_keys.PURPOSE_PAIRWISE_MASK,
+                               round_id=bytes(16), first=1, second=2)

@@ -52,6 +52,7 @@ from simmim.crypto import secagg_keys as keys
 from simmim.crypto import shamir
 from simmim.crypto.additive import RingEncoding
 from simmim.crypto.prg import SEED_BYTES, expand_seed, random_seed
+from simmim.crypto.secagg_graph import check_graph, neighbourhoods
 from simmim.crypto.secagg_messages import (
     EncryptedShares,
     KeyDirectory,
@@ -106,21 +107,24 @@ def max_fraction_bits(clip: float, clients: int) -> int:
 
 
 def new_round(clients: Iterable[int], *, threshold: int, vector_length: int, clip: float,
-              fraction_bits: int | None = None) -> RoundConfig:
+              fraction_bits: int | None = None, neighbours: int = 0) -> RoundConfig:
     """A checked configuration for a new round with a fresh random round id.
 
     Args:
         clients: The participants' ids, distinct integers in [1, 2^31).
-        threshold: Clients needed at every step; more than half of the clients.
+        threshold: Shares needed to recover a client's secrets: more than half of the clients holding them
+            (all clients, or a client's neighbours and itself), and at least that many clients at every step.
         vector_length: Parameters per update.
         clip: Coordinates are clipped to [-clip, clip].
         fraction_bits: Quantisation step 2^-fraction_bits; by default the finest that cannot overflow.
+        neighbours: 0 for the complete graph (SecAgg); an even k for a k-regular graph (SecAgg+, `secagg_graph`).
     """
     ids = tuple(sorted(int(c) for c in clients))
     if fraction_bits is None:
         fraction_bits = max_fraction_bits(clip, len(ids))
     config = RoundConfig(round_id=secrets.token_bytes(ROUND_ID_BYTES), clients=ids, threshold=threshold,
-                         vector_length=vector_length, clip=float(clip), fraction_bits=fraction_bits)
+                         vector_length=vector_length, clip=float(clip), fraction_bits=fraction_bits,
+                         neighbours=neighbours)
     check_config(config)
     return config
 
@@ -136,9 +140,7 @@ def check_config(config: RoundConfig) -> RingEncoding:
         raise CryptoError(f"secure aggregation needs at least 2 clients, got {len(ids)}")
     if list(ids) != sorted(set(ids)) or not all(1 <= c <= MAX_CLIENT_ID for c in ids):
         raise CryptoError("client ids must be distinct, sorted integers in [1, 2^31)")
-    if not len(ids) // 2 < config.threshold <= len(ids):
-        raise CryptoError(f"threshold must be more than half of the {len(ids)} clients and at most all of them, "
-                          f"got {config.threshold}")
+    check_graph(len(ids), config.neighbours, config.threshold)
     if config.vector_length < 1:
         raise CryptoError(f"vector_length must be at least 1, got {config.vector_length}")
     encoding = RingEncoding(word_bits=WORD_BITS, fraction_bits=config.fraction_bits, max_abs=config.clip)
@@ -189,6 +191,7 @@ class SecAggClient:
             if self.client_id not in config.clients:
                 raise CryptoError(f"client {self.client_id} is not a participant of this round")
             self._config = config
+            self._peers = neighbourhoods(config)[self.client_id]
             self._encryption_key = keys.new_private_key()
             self._mask_key = keys.new_private_key()
             return PublicKeys(round_id=config.round_id, sender=self.client_id,
@@ -196,15 +199,15 @@ class SecAggClient:
                               mask_key=keys.public_bytes(self._mask_key))
 
     def share_keys(self, directory: KeyDirectory) -> EncryptedShares:
-        """Step 2: Shamir-share the self-mask seed and the mask key among U1; seal each bundle to its holder."""
+        """Step 2: Shamir-share the self-mask seed and the mask key among the neighbours in U1 and itself."""
         with self._step("advertised", "shared"):
             config = self._check_round(directory)
             me = self.client_id
             if not isinstance(directory, KeyDirectory) or set(directory.encryption_keys) != set(directory.mask_keys):
                 raise CryptoError("the key directory must list both keys of every client")
-            members = sorted(directory.encryption_keys)
-            if not set(members) <= set(config.clients):
+            if not set(directory.encryption_keys) <= set(config.clients):
                 raise CryptoError("the key directory lists clients that are not participants of this round")
+            members = sorted((set(directory.encryption_keys) & self._peers) | {me})
             if (directory.encryption_keys.get(me) != keys.public_bytes(self._encryption_key)
                     or directory.mask_keys.get(me) != keys.public_bytes(self._mask_key)):
                 raise CryptoError(f"the key directory does not hold client {me}'s own keys; refused")
@@ -213,7 +216,7 @@ class SecAggClient:
                 raise CryptoError("the key directory repeats a public key; refused")
             for key in all_keys:
                 keys.check_public_key(key)
-            _require_threshold(len(members), config, "advertised keys")
+            _require_threshold(len(members), config, "of this client's group advertised keys")
             self._mask_keys = dict(directory.mask_keys)
             self._self_mask_seed = random_seed()
             secret = np.concatenate([shamir.bytes_to_elements(self._self_mask_seed),
@@ -240,9 +243,10 @@ class SecAggClient:
                 raise CryptoError(f"a share delivery for client {getattr(delivery, 'recipient', None)} reached "
                                   f"client {me}; refused")
             senders = set(delivery.ciphertexts)
-            if me in senders or not senders <= set(self._encryption_keys):
-                raise CryptoError("the share delivery holds bundles from clients outside the key directory")
-            _require_threshold(len(senders) + 1, config, "shared their keys")
+            if not senders <= set(self._encryption_keys) & self._peers:
+                raise CryptoError("the share delivery holds bundles from clients that are not this client's "
+                                  "neighbours in the key directory; refused")
+            _require_threshold(len(senders) + 1, config, "of this client's group shared their keys")
             for sender, box in delivery.ciphertexts.items():
                 box_key = keys.agreed_key(self._encryption_key, self._encryption_keys[sender],
                                           purpose=keys.PURPOSE_SHARE_BOX, round_id=config.round_id,
@@ -275,13 +279,16 @@ class SecAggClient:
             if survivors & dropped:
                 raise CryptoError(f"the unmask request asks for both secrets of clients {sorted(survivors & dropped)}"
                                   "; refused")
-            if survivors | dropped != self._u2:
-                raise CryptoError("the unmask request does not partition the clients that shared keys; refused")
+            if not self._u2 <= survivors | dropped or not survivors | dropped <= set(config.clients):
+                raise CryptoError("the unmask request does not say of every client that shared keys whether it "
+                                  "survived; refused")
             if me not in survivors:
                 raise CryptoError(f"the unmask request lists client {me} as dropped; refused")
             _require_threshold(len(survivors), config, "uploaded masked updates")
-            self_mask = {owner: self._held[owner][:SECRET_ELEMENTS].astype("<u8").tobytes() for owner in survivors}
-            mask_key = {owner: self._held[owner][SECRET_ELEMENTS:].astype("<u8").tobytes() for owner in dropped}
+            self_mask = {owner: self._held[owner][:SECRET_ELEMENTS].astype("<u8").tobytes()
+                         for owner in survivors & self._u2}
+            mask_key = {owner: self._held[owner][SECRET_ELEMENTS:].astype("<u8").tobytes()
+                        for owner in dropped & self._u2}
             return UnmaskShares(round_id=config.round_id, sender=me, self_mask_shares=self_mask,
                                 mask_key_shares=mask_key)
 
@@ -338,6 +345,7 @@ class SecAggServer:
     def __init__(self, config: RoundConfig):
         check_config(config)
         self.config = config
+        self._peers = neighbourhoods(config)
         self._stage = "keys"
         self._encryption_keys: dict[int, bytes] = {}
         self._mask_keys: dict[int, bytes] = {}
@@ -372,9 +380,9 @@ class SecAggServer:
                             mask_keys=dict(self._mask_keys))
 
     def receive_shares(self, message: EncryptedShares) -> None:
-        """Step 2 in: a client's sealed share bundles, one for every other client in U1."""
+        """Step 2 in: a client's sealed share bundles, one for each of its neighbours in U1."""
         self._accept(message, EncryptedShares, "shares", self._encryption_keys, self._boxes)
-        if set(message.ciphertexts) != set(self._encryption_keys) - {message.sender}:
+        if set(message.ciphertexts) != set(self._encryption_keys) & self._peers[message.sender]:
             raise CryptoError(f"client {message.sender} did not address one bundle to each other client; refused")
         if any(len(box) != BOX_BYTES for box in message.ciphertexts.values()):
             raise CryptoError(f"a share box from client {message.sender} has the wrong length; refused")
@@ -385,7 +393,7 @@ class SecAggServer:
         self._close("shares", "masked", len(self._boxes), "shared their keys")
         return {recipient: ShareDelivery(round_id=self.config.round_id, recipient=recipient,
                                          ciphertexts={sender: boxes[recipient] for sender, boxes in self._boxes.items()
-                                                      if sender != recipient})
+                                                      if recipient in boxes})
                 for recipient in sorted(self._boxes)}
 
     def receive_masked_input(self, message: MaskedInput) -> None:
@@ -407,10 +415,11 @@ class SecAggServer:
         return self._request
 
     def receive_unmask_shares(self, message: UnmaskShares) -> None:
-        """Step 4 in: a survivor's shares, exactly one kind per owner as requested."""
+        """Step 4 in: a survivor's shares, exactly one kind per owner, for the owners in its group."""
         self._accept(message, UnmaskShares, "unmask", self._request.survivors, self._self_mask_shares)
-        if (set(message.self_mask_shares) != set(self._request.survivors)
-                or set(message.mask_key_shares) != set(self._request.dropped)):
+        group = (self._peers[message.sender] & set(self._boxes)) | {message.sender}
+        if (set(message.self_mask_shares) != group & set(self._request.survivors)
+                or set(message.mask_key_shares) != group & set(self._request.dropped)):
             raise CryptoError(f"client {message.sender} did not answer the unmask request as asked; refused")
         self._self_mask_shares[message.sender] = _share_elements(message.self_mask_shares, message.sender)
         self._mask_key_shares[message.sender] = _share_elements(message.mask_key_shares, message.sender)
@@ -419,13 +428,12 @@ class SecAggServer:
         """Step 4 out: recover the self-mask seeds of U3 and the mask keys of the dropped, unmask the sum."""
         self._close("unmask", "done", len(self._self_mask_shares), "sent unmask shares")
         config, request = self.config, self._request
-        holders = sorted(self._self_mask_shares)
         total = self._sum.copy()
-        for secret in self._recover(holders, self._self_mask_shares, request.survivors):
+        for secret in self._recover(self._self_mask_shares, request.survivors).values():
             total -= expand_seed(secret, config.vector_length)
-        for owner, secret in zip(request.dropped, self._recover(holders, self._mask_key_shares, request.dropped)):
+        for owner, secret in self._recover(self._mask_key_shares, request.dropped).items():
             mask_key = keys.private_key_from_bytes(secret)
-            for survivor in request.survivors:
+            for survivor in sorted(self._peers[owner] & set(request.survivors)):
                 seed = keys.agreed_key(mask_key, self._mask_keys[survivor], purpose=keys.PURPOSE_PAIRWISE_MASK,
                                        round_id=config.round_id, first=min(owner, survivor),
                                        second=max(owner, survivor))
@@ -436,18 +444,31 @@ class SecAggServer:
                     total += mask
         return AggregateResult(words=total, contributors=request.survivors, config=config)
 
-    def _recover(self, holders: list[int], shares: dict[int, dict[int, np.ndarray]],
-                 owners: tuple[int, ...]) -> list[bytes]:
-        """Every owner's 32-byte secret from all holders' shares, recovered in one interpolation."""
-        if not owners:
-            return []
-        stacked = np.stack([np.concatenate([shares[holder][owner] for owner in owners]) for holder in holders])
-        try:
-            elements = shamir.recover(holders, stacked, self.config.threshold).reshape(len(owners), SECRET_ELEMENTS)
-            return [shamir.elements_to_bytes(row, SEED_BYTES) for row in elements]
-        except CryptoError as error:
-            self._stage = "refused"
-            raise CryptoError(f"secure aggregation refused: the unmask shares are inconsistent ({error})") from None
+    def _recover(self, shares: dict[int, dict[int, np.ndarray]], owners: tuple[int, ...]) -> dict[int, bytes]:
+        """Every owner's 32-byte secret from all shares received; one interpolation per set of holders.
+
+        With the complete graph every owner has the same holders, so all secrets come from one
+        interpolation; with a sparse graph, owners are grouped by their holders.
+        """
+        by_holders: dict[tuple[int, ...], list[int]] = {}
+        for owner in owners:
+            holders = tuple(holder for holder in sorted(shares) if owner in shares[holder])
+            if len(holders) < self.config.threshold:
+                self._stage = "refused"
+                raise CryptoError(f"secure aggregation refused: only {len(holders)} clients returned shares of "
+                                  f"client {owner}'s secret, the threshold is {self.config.threshold}")
+            by_holders.setdefault(holders, []).append(owner)
+        secrets_by_owner = {}
+        for holders, group in by_holders.items():
+            stacked = np.stack([np.concatenate([shares[holder][owner] for owner in group]) for holder in holders])
+            try:
+                elements = shamir.recover(holders, stacked, self.config.threshold).reshape(len(group), SECRET_ELEMENTS)
+                secrets_by_owner.update({owner: shamir.elements_to_bytes(row, SEED_BYTES)
+                                         for owner, row in zip(group, elements)})
+            except CryptoError as error:
+                self._stage = "refused"
+                raise CryptoError(f"secure aggregation refused: the unmask shares are inconsistent ({error})") from None
+        return secrets_by_owner
 
     def _accept(self, message, kind: type, stage: str, allowed, seen) -> None:
         if not isinstance(message, kind):

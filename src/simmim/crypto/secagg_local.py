@@ -3,11 +3,13 @@
 For tests, benchmarks and single-machine simulations. Dropouts are simulated by step: a client listed
 under a step sends nothing from that step on. With `over_wire=True` every message goes through its
 byte form (`secagg_messages.encode` / `decode`), as it would over a network, and the bytes each client
-uploads are counted.
+uploads are counted. The time spent in each client's and in the server's methods is recorded (the
+conversions of a client's message to bytes and back count as that client's time).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
@@ -29,16 +31,22 @@ class LocalRound:
         result: What the server learned (the sum and who is in it).
         upload_bytes: Bytes each client sent, by client (counted only with over_wire=True).
         server: The server object, for inspecting what it received.
+        client_seconds: Time spent in each client's steps, by client.
+        server_seconds: Time spent in the server's steps, all of them.
+        unmask_seconds: The part of server_seconds spent recovering secrets and unmasking the sum.
     """
 
     result: AggregateResult
     server: SecAggServer
     upload_bytes: dict[int, int] = field(default_factory=dict)
+    client_seconds: dict[int, float] = field(default_factory=dict)
+    server_seconds: float = 0.0
+    unmask_seconds: float = 0.0
 
 
 def run_in_process(updates: Mapping[int, np.ndarray], *, threshold: int, clip: float,
-                   fraction_bits: int | None = None, drop: Mapping[str, Collection[int]] | None = None,
-                   over_wire: bool = False) -> LocalRound:
+                   fraction_bits: int | None = None, neighbours: int = 0,
+                   drop: Mapping[str, Collection[int]] | None = None, over_wire: bool = False) -> LocalRound:
     """Aggregate `updates` (client id -> update) securely; CryptoError if the round is refused.
 
     Args:
@@ -46,6 +54,7 @@ def run_in_process(updates: Mapping[int, np.ndarray], *, threshold: int, clip: f
         threshold: Clients needed at every step.
         clip: Coordinates are clipped to [-clip, clip].
         fraction_bits: Quantisation; by default the finest that cannot overflow.
+        neighbours: 0 for the complete graph (SecAgg), an even k for SecAgg+ (`secagg_graph`).
         drop: Step name (one of DROP_STEPS) -> clients that drop before sending that step's message.
         over_wire: Send every message as bytes and count each client's upload.
     """
@@ -56,10 +65,10 @@ def run_in_process(updates: Mapping[int, np.ndarray], *, threshold: int, clip: f
     if len(sizes) != 1:
         raise CryptoError("all updates must have the same number of parameters")
     config = new_round(updates, threshold=threshold, vector_length=sizes.pop(), clip=clip,
-                       fraction_bits=fraction_bits)
+                       fraction_bits=fraction_bits, neighbours=neighbours)
     server = SecAggServer(config)
     clients = {cid: SecAggClient(cid) for cid in config.clients}
-    uploads = dict.fromkeys(clients, 0)
+    outcome = LocalRound(result=None, server=server, client_seconds=dict.fromkeys(clients, 0.0))
     dropped: set[int] = set()
 
     def carry(message, sender=None):
@@ -67,8 +76,20 @@ def run_in_process(updates: Mapping[int, np.ndarray], *, threshold: int, clip: f
             return message
         data = encode(message)
         if sender is not None:
-            uploads[sender] += len(data)
+            outcome.upload_bytes[sender] = outcome.upload_bytes.get(sender, 0) + len(data)
         return decode(data)
+
+    def on_client(cid, step, *arguments):
+        start = time.perf_counter()
+        message = carry(step(*arguments), cid)
+        outcome.client_seconds[cid] += time.perf_counter() - start
+        return message
+
+    def on_server(step, *arguments):
+        start = time.perf_counter()
+        reply = step(*arguments)
+        outcome.server_seconds += time.perf_counter() - start
+        return reply
 
     def active(step: str) -> list[int]:
         dropped.update(drop.get(step, ()))
@@ -76,14 +97,17 @@ def run_in_process(updates: Mapping[int, np.ndarray], *, threshold: int, clip: f
 
     broadcast = carry(config)
     for cid in active("keys"):
-        server.receive_keys(carry(clients[cid].advertise_keys(broadcast), cid))
-    directory = carry(server.key_directory())
+        on_server(server.receive_keys, on_client(cid, clients[cid].advertise_keys, broadcast))
+    directory = carry(on_server(server.key_directory))
     for cid in active("shares"):
-        server.receive_shares(carry(clients[cid].share_keys(directory), cid))
-    deliveries = {cid: carry(delivery) for cid, delivery in server.share_deliveries().items()}
+        on_server(server.receive_shares, on_client(cid, clients[cid].share_keys, directory))
+    deliveries = {cid: carry(delivery) for cid, delivery in on_server(server.share_deliveries).items()}
     for cid in active("masked"):
-        server.receive_masked_input(carry(clients[cid].mask_update(deliveries[cid], updates[cid]), cid))
-    request = carry(server.unmask_request())
+        on_server(server.receive_masked_input, on_client(cid, clients[cid].mask_update, deliveries[cid], updates[cid]))
+    request = carry(on_server(server.unmask_request))
     for cid in active("unmask"):
-        server.receive_unmask_shares(carry(clients[cid].unmask(request), cid))
-    return LocalRound(result=server.result(), server=server, upload_bytes=uploads if over_wire else {})
+        on_server(server.receive_unmask_shares, on_client(cid, clients[cid].unmask, request))
+    before = outcome.server_seconds
+    outcome.result = on_server(server.result)
+    outcome.unmask_seconds = outcome.server_seconds - before
+    return outcome

@@ -43,6 +43,7 @@ class RoundConfig:
         vector_length: Number of parameters in each update.
         clip: Every coordinate of an update is clipped to [-clip, clip] before quantisation.
         fraction_bits: Coordinates are quantised to multiples of 2^-fraction_bits in signed 32-bit words.
+        neighbours: 0: every client pairs with every other (SecAgg); k: each pairs with k (SecAgg+).
     """
 
     round_id: bytes
@@ -51,6 +52,7 @@ class RoundConfig:
     vector_length: int
     clip: float
     fraction_bits: int
+    neighbours: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ Message = (RoundConfig | PublicKeys | KeyDirectory | EncryptedShares | ShareDeli
 
 # Field kinds by message type; the tag byte is the position in this table, so only append to it.
 _SCHEMAS: tuple[tuple[type, tuple[str, ...]], ...] = (
-    (RoundConfig, ("bytes", "ints", "int", "int", "float", "int")),
+    (RoundConfig, ("bytes", "ints", "int", "int", "float", "int", "int")),
     (PublicKeys, ("bytes", "int", "bytes", "bytes")),
     (KeyDirectory, ("bytes", "bytemap", "bytemap")),
     (EncryptedShares, ("bytes", "int", "bytemap")),

@@ -104,13 +104,13 @@ def recover(xs: Sequence[int], shares: np.ndarray, threshold: int) -> np.ndarray
         raise CryptoError(f"threshold must be at least 1, got {threshold}")
     if len(points) < threshold:
         raise CryptoError(f"{len(points)} shares cannot recover a secret split with threshold {threshold}")
-    basis, extra = points[:threshold], range(threshold, len(points))
-    secret = _interpolate(basis, values[:threshold], 0)
-    for i in extra:
-        if not np.array_equal(_interpolate(basis, values[:threshold], points[i]), values[i]):
+    # f(0) and f at every extra point, from the first `threshold` shares, in one pass over them.
+    evaluated = _interpolate(points[:threshold], values[:threshold], [0, *points[threshold:]])
+    for i in range(threshold, len(points)):
+        if not np.array_equal(evaluated[i - threshold + 1], values[i]):
             raise CryptoError(f"the share at x={points[i]} does not match the others; it was corrupted or "
                               "belongs to another secret")
-    return secret
+    return evaluated[0]
 
 
 def bytes_to_elements(data: bytes) -> np.ndarray:
@@ -133,13 +133,14 @@ def elements_to_bytes(elements: np.ndarray, length: int) -> bytes:
     return data[:length]
 
 
-def _interpolate(points: list[int], values: np.ndarray, at: int) -> np.ndarray:
-    """f(at) for the polynomial of degree len(points) - 1 through (points[i], values[i])."""
-    coefficients = _lagrange_coefficients(points, at)
-    result = np.zeros(values.shape[1:], dtype=np.uint64)
-    for coefficient, value in zip(coefficients, values):
-        result = add(result, mul(value, np.uint64(coefficient)))
-    return result
+def _interpolate(points: list[int], values: np.ndarray, at: list[int]) -> np.ndarray:
+    """f(a) for each a in `at`, f the polynomial of degree len(points) - 1 through (points[i], values[i])."""
+    coefficients = np.array([_lagrange_coefficients(points, a) for a in at], dtype=np.uint64)
+    flat = values.reshape(len(points), -1)
+    result = np.zeros((len(at), flat.shape[1]), dtype=np.uint64)
+    for i in range(len(points)):
+        result = add(result, mul(flat[i][np.newaxis, :], coefficients[:, i:i + 1]))
+    return result.reshape(len(at), *values.shape[1:])
 
 
 def _lagrange_coefficients(points: list[int], at: int) -> list[int]:
