@@ -31,6 +31,8 @@ def test_field_multiplication_and_addition_match_python_integers(pairs):
     b = np.array([y for _, y in pairs], dtype=np.uint64)
     assert [int(v) for v in shamir.mul(a, b)] == [x * y % P for x, y in pairs]
     assert [int(v) for v in shamir.add(a, b)] == [(x + y) % P for x, y in pairs]
+    small = b & np.uint64(2**32 - 1)  # multipliers below 2^32: the evaluation-point fast path
+    assert [int(v) for v in shamir.mul_small(a, small)] == [x * (y % 2**32) % P for x, y in pairs]
 
 
 def test_random_elements_are_field_elements_and_vary():

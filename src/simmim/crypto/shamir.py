@@ -50,6 +50,13 @@ def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _fold(total)
 
 
+def mul_small(a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """a * x mod p for field elements a and multipliers x < 2^32 (evaluation points): two partial products."""
+    low = (a & _LOW32) * x  # < 2^64
+    high = (a >> np.uint64(32)) * x  # < 2^61; high * 2^32 = (high >> 29) * 2^61 + (high & (2^29 - 1)) * 2^32
+    return _fold((high >> np.uint64(29)) + ((high & _LOW29) << np.uint64(32)) + (low & _P) + (low >> np.uint64(61)))
+
+
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a + b mod p, element-wise."""
     total = a + b
@@ -79,12 +86,13 @@ def split(secrets: np.ndarray, threshold: int, xs: Sequence[int]) -> np.ndarray:
     flat = values.reshape(-1)
     coefficients = random_elements((threshold - 1) * flat.size).reshape(threshold - 1, flat.size)
     x = np.array(points, dtype=np.uint64)[:, np.newaxis]
+    times_x = mul_small if max(points) < 2**32 else mul
     # Horner's rule for all parties and all secrets at once, from the top coefficient down.
     shares = np.broadcast_to(coefficients[-1] if threshold > 1 else flat, (len(points), flat.size))
     for coefficient in coefficients[-2::-1]:
-        shares = add(mul(shares, x), coefficient)
+        shares = add(times_x(shares, x), coefficient)
     if threshold > 1:
-        shares = add(mul(shares, x), flat)
+        shares = add(times_x(shares, x), flat)
     return np.ascontiguousarray(shares).reshape(len(points), *values.shape)
 
 
