@@ -132,6 +132,16 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
+@contextmanager
+def _disposed_on_error(engine) -> Iterator[None]:
+    """Closes the engine's connections if opening or creating the vault fails."""
+    try:
+        yield
+    except BaseException:
+        engine.dispose()
+        raise
+
+
 def _chunks(items: Sequence, size: int = _IN_CLAUSE) -> Iterable[Sequence]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -174,7 +184,15 @@ class Vault:
         access.check_principal_name(admin)
         if max_payload_bytes < 1 or chunk_bytes < 1:
             raise VaultError("max_payload_bytes and chunk_bytes must be positive")
+        loaded = audit.AuditKey.load(audit_key) if audit_key is not None else None
         engine = make_engine(parse_url(url))
+        with _disposed_on_error(engine):
+            return cls._create(engine, key_source, admin, loaded, max_payload_bytes, chunk_bytes,
+                               purposes or DEFAULT_PURPOSES, checkpoint_every)
+
+    @classmethod
+    def _create(cls, engine, key_source: keys.KeySource, admin: str, audit_key: audit.AuditKey | None,
+                max_payload_bytes: int, chunk_bytes: int, purposes: dict[str, str], checkpoint_every: int) -> Vault:
         upgrade_schema(engine)
         salt = keys.new_salt()
         kek = key_source.derive(key_source.describe(salt))
@@ -189,14 +207,12 @@ class Vault:
                            secret_wrapped=keys.wrap(kek, vault_secret, keys.secret_context(vault_id, kek_id)),
                            max_payload_bytes=max_payload_bytes, chunk_bytes=chunk_bytes)
             session.add(meta)
-            for name, description in (purposes or DEFAULT_PURPOSES).items():
+            for name, description in purposes.items():
                 session.add(PurposeRow(name=_check_purpose_name(name), description=description, created_at=now))
             session.add(PrincipalRow(name=admin, role="admin", created_at=now))
             audit.append(session, actor=admin, action="init", resource="vault",
-                         details={"vault": vault_id, "kek": key_source.kind, "purposes": sorted(purposes or
-                                                                                                DEFAULT_PURPOSES)})
-        loaded = audit.AuditKey.load(audit_key) if audit_key is not None else None
-        vault = cls(engine, meta, kek, vault_secret, principal=admin, grant=None, audit_key=loaded,
+                         details={"vault": vault_id, "kek": key_source.kind, "purposes": sorted(purposes)})
+        vault = cls(engine, meta, kek, vault_secret, principal=admin, grant=None, audit_key=audit_key,
                     checkpoint_every=checkpoint_every)
         vault._maybe_checkpoint(force=True)
         return vault
@@ -211,7 +227,14 @@ class Vault:
             VaultError: If there is no vault at the URL, the key or passphrase is wrong (nothing is
                 decrypted then), or the token is not valid.
         """
+        loaded = audit.AuditKey.load(audit_key) if audit_key is not None else None
         engine = make_engine(parse_url(url))
+        with _disposed_on_error(engine):
+            return cls._open(engine, key_source, principal, token, loaded, checkpoint_every)
+
+    @classmethod
+    def _open(cls, engine, key_source: keys.KeySource, principal: str | None, token: str | None,
+              audit_key: audit.AuditKey | None, checkpoint_every: int) -> Vault:
         try:
             revision = schema_revision(engine)
         except SQLAlchemyError as exc:
@@ -232,8 +255,7 @@ class Vault:
                              outcome=audit.DENIED, details={"reason": "wrong key or passphrase"})
             raise VaultError(f"wrong passphrase or key for the vault at {safe_url(engine.url)}; nothing was "
                              f"decrypted")
-        loaded = audit.AuditKey.load(audit_key) if audit_key is not None else None
-        vault = cls(engine, meta, kek, secret, principal=principal, grant=None, audit_key=loaded,
+        vault = cls(engine, meta, kek, secret, principal=principal, grant=None, audit_key=audit_key,
                     checkpoint_every=checkpoint_every)
         if token is not None:
             vault._authenticate(token)
