@@ -1,6 +1,10 @@
 """Secure aggregation: exact sums under dropouts, refusals, masking quality and rejected messages."""
 
 import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,6 +182,16 @@ def test_bad_round_configurations_are_refused(kwargs, message):
     arguments = dict(clients=range(1, 7), threshold=4, vector_length=8, clip=1.0) | kwargs
     with pytest.raises(CryptoError, match=message):
         new_round(arguments.pop("clients"), **arguments)
+
+
+def test_configurations_built_by_hand_are_checked_too():
+    config = new_round(range(1, 5), threshold=3, vector_length=8, clip=CLIP)
+    for bad in (dict(clients=(1, np.int64(2), 3, 4)), dict(threshold=3.0), dict(round_id=b"short"),
+                dict(clients=(2, 1, 3, 4))):
+        with pytest.raises(CryptoError):
+            SecAggServer(dataclasses.replace(config, **bad))
+        with pytest.raises(CryptoError):
+            SecAggClient(1).advertise_keys(dataclasses.replace(config, **bad))
 
 
 def test_default_quantisation_is_the_finest_that_cannot_wrap():
@@ -492,3 +506,15 @@ def test_key_agreement_with_a_low_order_point_is_refused():
     with pytest.raises(CryptoError, match="key agreement between clients 1 and 2 failed"):
         secagg_keys.agreed_key(secagg_keys.new_private_key(), bytes(32), purpose=secagg_keys.PURPOSE_PAIRWISE_MASK,
                                round_id=bytes(16), first=1, second=2)
+
+
+def test_the_benchmark_script_runs_and_checks_its_results():
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "secagg.py"
+    run = subprocess.run([sys.executable, str(script), "--quick", "--json"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert {row["graph"].split()[0] for row in result["aggregation"]} == {"complete", "sparse"}
+    assert all(4.0 < row["upload_bytes_per_param"] < 4.5 for row in result["aggregation"])
+    assert [row["dropouts"] for row in result["dropouts"] if row["graph"] == "complete"] == [0, 2, 4]
+    assert all(row["ours_batched_recover_s_per_secret"] > 0 for row in result["shamir"])

@@ -133,7 +133,10 @@ def check_config(config: RoundConfig) -> RingEncoding:
     """The quantisation of a valid configuration; CryptoError naming the first problem otherwise."""
     if not isinstance(config, RoundConfig):
         raise CryptoError(f"expected a RoundConfig, got {type(config).__name__}")
-    if len(config.round_id) != ROUND_ID_BYTES:
+    numbers = (config.threshold, config.vector_length, config.fraction_bits, config.neighbours, *config.clients)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers):
+        raise CryptoError("client ids, threshold, vector_length, fraction_bits and neighbours must be Python ints")
+    if not isinstance(config.round_id, bytes) or len(config.round_id) != ROUND_ID_BYTES:
         raise CryptoError(f"a round id has {ROUND_ID_BYTES} bytes, got {len(config.round_id)}")
     ids = config.clients
     if len(ids) < 2:
