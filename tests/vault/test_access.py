@@ -124,3 +124,9 @@ def test_an_allowed_operation_that_fails_is_logged_with_its_error_class_only(vau
     assert json.loads(last.details) == {"reason": "role admin", "operation": "failed", "error": "VaultError"}
     assert records[0].record_id not in last.details
     assert vault.verify().ok
+
+
+def test_an_import_is_authorised_before_any_file_is_read(vault, db_url, key_source, records, tmp_path):
+    vault.add_principal("ann", "analyst")
+    with _as(db_url, key_source, "ann") as analyst, pytest.raises(AccessDeniedError, match="ann may not ingest"):
+        analyst.ingest_path(tmp_path / "does-not-exist")  # denied, not "no such file"

@@ -402,7 +402,11 @@ class Vault:
 
     def ingest_path(self, path: str | Path, *, fmt: str = "auto", image_size: int = 32, max_caption_words: int = 20,
                     skip_bad: bool = False) -> IngestReport:
-        """Reads a dataset in any format the loader supports (confined to its folder) and ingests it."""
+        """Reads a dataset in any format the loader supports (confined to its folder) and ingests it.
+
+        The principal is authorised before any file is read (and again by `ingest`).
+        """
+        self.authorize(access.INGEST, f"records:{_source_label('file:' + Path(path).name)}")
         result = read_for_ingest(path, fmt=fmt, image_size=image_size, max_caption_words=max_caption_words,
                                  skip_bad=skip_bad)
         report = self.ingest(result.records, source=f"file:{Path(path).name}")
