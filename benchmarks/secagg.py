@@ -16,7 +16,9 @@ Jobs:
                plus the server: the round's compute when clients run on their own machines.
   dropouts     the server's recovery (secret reconstruction and unmasking) for --dropout-clients
                clients when d of them drop after sharing keys (the costly case: their pairwise masks
-               must be rebuilt), for each d in --dropouts, both graphs; with a least-squares line.
+               must be rebuilt), for each d in --dropouts, both graphs; with a least-squares line. The
+               dropouts are spaced evenly around the ring; a sparse graph refuses the round when a
+               neighbourhood falls below its threshold, and such points are listed as refused.
   shamir       splitting 16-byte secrets into n shares (threshold t) and recovering them from t shares,
                for (n, t) = (11, 6) and (51, 26): ours batched (--shamir-batch secrets in one call, 3
                field elements each), ours one secret per call, and pycryptodome's
@@ -40,7 +42,10 @@ import time
 import numpy as np
 
 from simmim.crypto import shamir
+from simmim.crypto.secagg import new_round
+from simmim.crypto.secagg_graph import ring_order
 from simmim.crypto.secagg_local import run_in_process
+from simmim.errors import CryptoError
 
 CLIP = 1.0
 
@@ -113,26 +118,24 @@ def bench_dropouts(clients: int, dropouts: list[int], length: int) -> list[dict]
     updates = make_updates(clients, length, seed=1)
     for name, neighbours, threshold in graphs(clients):
         for count in dropouts:
-            if neighbours:  # spread the dropouts so that every neighbourhood keeps its threshold
-                if count > (neighbours + 1) - threshold:
-                    continue
-                step = max(1, clients // max(count, 1))
-                gone = set(range(1, clients + 1, step)[:count]) if count else set()
-            else:
-                if count > clients - threshold:
-                    continue
-                gone = set(range(1, count + 1))
+            if count > clients - threshold:
+                continue
+            config = new_round(updates, threshold=threshold, vector_length=length, clip=CLIP, neighbours=neighbours)
+            # Evenly spaced around the ring, so that no neighbourhood loses more than its share.
+            order = ring_order(config)
+            gone = {order[i * clients // count] for i in range(count)} if count else set()
             try:
-                outcome = run_in_process(updates, threshold=threshold, clip=CLIP, neighbours=neighbours,
-                                         drop={"masked": gone})
-            except Exception as error:  # a neighbourhood lost too many for this spread: skip this point
+                outcome = run_in_process(updates, config=config, drop={"masked": gone})
+            except CryptoError as error:  # a neighbourhood fell below the threshold: SecAgg+ refuses
                 print(f"  {name}, {count} dropouts: {error}", file=sys.stderr)
+                rows.append({"clients": clients, "graph": name, "dropouts": count, "length": length,
+                             "refused": str(error)})
                 continue
             check_sum(outcome, updates)
             rows.append({"clients": clients, "graph": name, "dropouts": count, "length": length,
                          "unmask_s": outcome.unmask_seconds, "server_s": outcome.server_seconds})
     for name in {row["graph"] for row in rows}:
-        points = [(row["dropouts"], row["unmask_s"]) for row in rows if row["graph"] == name]
+        points = [(row["dropouts"], row["unmask_s"]) for row in rows if row["graph"] == name and "unmask_s" in row]
         if len(points) >= 2:
             slope, intercept = np.polyfit([p[0] for p in points], [p[1] for p in points], 1)
             for row in rows:
@@ -210,7 +213,8 @@ def print_tables(result: dict) -> None:
     print("| n | graph | dropouts | unmask ms | fit ms per dropout |")
     print("|---|---|---:|---:|---:|")
     for r in result["dropouts"]:
-        print(f"| {r['clients']} | {r['graph']} | {r['dropouts']} | {r['unmask_s'] * 1e3:.0f} | "
+        unmask = f"{r['unmask_s'] * 1e3:.0f}" if "unmask_s" in r else "refused"
+        print(f"| {r['clients']} | {r['graph']} | {r['dropouts']} | {unmask} | "
               f"{r.get('fit_s_per_dropout', float('nan')) * 1e3:.1f} |")
     print("\nShamir, 16-byte secrets (per secret)")
     print("| n | t | ours batched split us | ours batched recover us | ours single split us | "

@@ -37,13 +37,17 @@ def check_graph(clients: int, neighbours: int, threshold: int) -> None:
                           f"shares and at most all of them, got {threshold}")
 
 
+def ring_order(config: RoundConfig) -> list[int]:
+    """The clients in ring order: sorted by SHA-256 of (round id, client id), so fixed by the round id."""
+    return sorted(config.clients, key=lambda cid: hashlib.sha256(config.round_id + cid.to_bytes(8, "little")).digest())
+
+
 def neighbourhoods(config: RoundConfig) -> dict[int, frozenset[int]]:
     """Every client's neighbours (itself excluded)."""
-    ids = config.clients
     if config.neighbours == 0:
-        everyone = frozenset(ids)
-        return {cid: everyone - {cid} for cid in ids}
-    order = sorted(ids, key=lambda cid: hashlib.sha256(config.round_id + cid.to_bytes(8, "little")).digest())
+        everyone = frozenset(config.clients)
+        return {cid: everyone - {cid} for cid in config.clients}
+    order = ring_order(config)
     half, n = config.neighbours // 2, len(order)
     return {cid: frozenset(order[(i + step) % n] for step in range(-half, half + 1) if step)
             for i, cid in enumerate(order)}

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simmim.crypto.secagg import AggregateResult, SecAggClient, SecAggServer, new_round
-from simmim.crypto.secagg_messages import decode, encode
+from simmim.crypto.secagg import AggregateResult, SecAggClient, SecAggServer, check_config, new_round
+from simmim.crypto.secagg_messages import RoundConfig, decode, encode
 from simmim.errors import CryptoError
 
 # A client listed under a step stops before sending that step's message.
@@ -44,19 +44,22 @@ class LocalRound:
     unmask_seconds: float = 0.0
 
 
-def run_in_process(updates: Mapping[int, np.ndarray], *, threshold: int, clip: float,
+def run_in_process(updates: Mapping[int, np.ndarray], *, threshold: int = 0, clip: float = 0.0,
                    fraction_bits: int | None = None, neighbours: int = 0,
-                   drop: Mapping[str, Collection[int]] | None = None, over_wire: bool = False) -> LocalRound:
+                   drop: Mapping[str, Collection[int]] | None = None, over_wire: bool = False,
+                   config: RoundConfig | None = None) -> LocalRound:
     """Aggregate `updates` (client id -> update) securely; CryptoError if the round is refused.
 
     Args:
         updates: Each client's update; all of the same size.
-        threshold: Clients needed at every step.
+        threshold: Shares needed to recover a secret (`secagg.new_round`).
         clip: Coordinates are clipped to [-clip, clip].
         fraction_bits: Quantisation; by default the finest that cannot overflow.
         neighbours: 0 for the complete graph (SecAgg), an even k for SecAgg+ (`secagg_graph`).
         drop: Step name (one of DROP_STEPS) -> clients that drop before sending that step's message.
         over_wire: Send every message as bytes and count each client's upload.
+        config: A ready configuration (from `secagg.new_round`) instead of threshold, clip, fraction_bits
+            and neighbours, e.g. to choose dropouts knowing the graph.
     """
     drop = {step: set(clients) for step, clients in (drop or {}).items()}
     if set(drop) - set(DROP_STEPS):
@@ -64,8 +67,13 @@ def run_in_process(updates: Mapping[int, np.ndarray], *, threshold: int, clip: f
     sizes = {np.asarray(u).size for u in updates.values()}
     if len(sizes) != 1:
         raise CryptoError("all updates must have the same number of parameters")
-    config = new_round(updates, threshold=threshold, vector_length=sizes.pop(), clip=clip,
-                       fraction_bits=fraction_bits, neighbours=neighbours)
+    if config is None:
+        config = new_round(updates, threshold=threshold, vector_length=sizes.pop(), clip=clip,
+                           fraction_bits=fraction_bits, neighbours=neighbours)
+    else:
+        check_config(config)
+        if set(config.clients) != set(updates) or config.vector_length != sizes.pop():
+            raise CryptoError("the configuration does not match the updates' clients or size")
     server = SecAggServer(config)
     clients = {cid: SecAggClient(cid) for cid in config.clients}
     outcome = LocalRound(result=None, server=server, client_seconds=dict.fromkeys(clients, 0.0))
