@@ -130,3 +130,17 @@ def test_an_import_is_authorised_before_any_file_is_read(vault, db_url, key_sour
     vault.add_principal("ann", "analyst")
     with _as(db_url, key_source, "ann") as analyst, pytest.raises(AccessDeniedError, match="ann may not ingest"):
         analyst.ingest_path(tmp_path / "does-not-exist")  # denied, not "no such file"
+
+
+def test_reading_consents_principals_and_lineage_needs_a_role_too(vault, db_url, key_source, records):
+    vault.ingest(records[:2])
+    vault.add_principal("tina", "trainer")
+    vault.add_principal("stu", "steward")
+    with _as(db_url, key_source, "tina") as trainer:
+        with pytest.raises(AccessDeniedError, match="tina may not consent"):
+            trainer.consents(records[0].subject_id)
+        with pytest.raises(AccessDeniedError, match="tina may not manage-principals"):
+            trainer.principals()
+        assert trainer.models() == [] and "model-training" in trainer.purposes()
+    with _as(db_url, key_source, "stu") as steward:
+        assert steward.consents(records[0].subject_id) == {}

@@ -483,7 +483,8 @@ class Vault:
                          purpose=name)
 
     def purposes(self) -> dict[str, str]:
-        with transaction(self._engine) as session:
+        """Declared purposes and their descriptions."""
+        with self._operation(access.STATS, "purposes") as session:
             return {row.name: row.description for row in session.scalars(select(PurposeRow).order_by(PurposeRow.name))}
 
     def grant_consent(self, subject_ids: str | Iterable[str], purpose: str, *, notice_version: str,
@@ -552,7 +553,8 @@ class Vault:
 
     def consents(self, subject_id: str) -> dict[str, bool]:
         """The subject's current consent per purpose (purposes never answered are absent)."""
-        with transaction(self._engine) as session:
+        ref = self.subject_ref(check_id(subject_id, "subject_id", "consents"))
+        with self._operation(access.CONSENT, f"subject:{ref}") as session:
             subject = self._subject(session, subject_id)
             rows = session.scalars(select(ConsentStateRow).where(ConsentStateRow.subject_pk == subject.id))
             return {row.purpose: row.granted for row in rows}
@@ -636,7 +638,7 @@ class Vault:
 
     def models(self) -> list[dict]:
         """Every recorded checkpoint with its snapshot and how many of its subjects were deleted since."""
-        with transaction(self._engine) as session:
+        with self._operation(access.STATS, "models") as session:
             rows = session.scalars(select(ModelLineageRow).order_by(ModelLineageRow.recorded_at))
             return [{"checkpoint": r.checkpoint_id, "snapshot": r.snapshot_id, "deleted_subjects": r.deleted_subjects,
                      "flagged_at": _aware(r.flagged_at), "description": r.description} for r in rows]
@@ -885,7 +887,8 @@ class Vault:
                          details={"role": role})
 
     def principals(self) -> dict[str, str]:
-        with transaction(self._engine) as session:
+        """Principal names and their roles."""
+        with self._operation(access.MANAGE_PRINCIPALS, "principals") as session:
             return {row.name: row.role for row in session.scalars(select(PrincipalRow).order_by(PrincipalRow.name))}
 
     def create_token(self, principal: str, scopes: list[str], *, expires_in: timedelta = timedelta(days=30)) -> str:
