@@ -187,11 +187,27 @@ def test_bad_round_configurations_are_refused(kwargs, message):
 def test_configurations_built_by_hand_are_checked_too():
     config = new_round(range(1, 5), threshold=3, vector_length=8, clip=CLIP)
     for bad in (dict(clients=(1, np.int64(2), 3, 4)), dict(threshold=3.0), dict(round_id=b"short"),
-                dict(clients=(2, 1, 3, 4))):
+                dict(clients=(2, 1, 3, 4)), dict(clients=None), dict(clip="1"), dict(round_id=None)):
         with pytest.raises(CryptoError):
             SecAggServer(dataclasses.replace(config, **bad))
         with pytest.raises(CryptoError):
             SecAggClient(1).advertise_keys(dataclasses.replace(config, **bad))
+
+
+def test_arguments_and_messages_of_the_wrong_types_are_refused_without_a_traceback():
+    for bad in (dict(threshold=2.5), dict(clip="1"), dict(vector_length=None), dict(neighbours=1.0)):
+        with pytest.raises(CryptoError):
+            new_round(range(1, 5), **(dict(threshold=3, vector_length=8, clip=CLIP) | bad))
+    game = Round()
+    message = game.clients[1].advertise_keys(game.config)
+    for bad in (dict(encryption_key="not bytes"), dict(sender=True), dict(sender="1"), dict(mask_key=None)):
+        with pytest.raises(CryptoError):
+            game.server.receive_keys(dataclasses.replace(message, **bad))
+    game.server.receive_keys(message)
+    with pytest.raises(CryptoError, match="expected a PublicKeys"):
+        game.server.receive_keys(object())
+    with pytest.raises(CryptoError):
+        SecAggClient(True)
 
 
 def test_default_quantisation_is_the_finest_that_cannot_wrap():

@@ -41,7 +41,10 @@ What a malicious server could still do is in docs/secure_aggregation.md.
 
 from __future__ import annotations
 
+import functools
 import math
+import numbers
+import operator
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -119,7 +122,14 @@ def new_round(clients: Iterable[int], *, threshold: int, vector_length: int, cli
         fraction_bits: Quantisation step 2^-fraction_bits; by default the finest that cannot overflow.
         neighbours: 0 for the complete graph (SecAgg); an even k for a k-regular graph (SecAgg+, `secagg_graph`).
     """
-    ids = tuple(sorted(int(c) for c in clients))
+    try:
+        ids = tuple(sorted(operator.index(c) for c in clients))
+        threshold, vector_length = operator.index(threshold), operator.index(vector_length)
+        neighbours = operator.index(neighbours)
+    except TypeError:
+        raise CryptoError("client ids, threshold, vector_length and neighbours must be integers") from None
+    if not isinstance(clip, numbers.Real) or isinstance(clip, bool):
+        raise CryptoError(f"clip must be a number, got {clip!r}")
     if fraction_bits is None:
         fraction_bits = max_fraction_bits(clip, len(ids))
     config = RoundConfig(round_id=secrets.token_bytes(ROUND_ID_BYTES), clients=ids, threshold=threshold,
@@ -133,11 +143,15 @@ def check_config(config: RoundConfig) -> RingEncoding:
     """The quantisation of a valid configuration; CryptoError naming the first problem otherwise."""
     if not isinstance(config, RoundConfig):
         raise CryptoError(f"expected a RoundConfig, got {type(config).__name__}")
+    if not isinstance(config.clients, tuple):
+        raise CryptoError("the clients of a round are a tuple of ids")
     numbers = (config.threshold, config.vector_length, config.fraction_bits, config.neighbours, *config.clients)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers):
         raise CryptoError("client ids, threshold, vector_length, fraction_bits and neighbours must be Python ints")
+    if not isinstance(config.clip, float | int) or isinstance(config.clip, bool):
+        raise CryptoError(f"clip must be a number, got {config.clip!r}")
     if not isinstance(config.round_id, bytes) or len(config.round_id) != ROUND_ID_BYTES:
-        raise CryptoError(f"a round id has {ROUND_ID_BYTES} bytes, got {len(config.round_id)}")
+        raise CryptoError(f"a round id is {ROUND_ID_BYTES} bytes")
     ids = config.clients
     if len(ids) < 2:
         raise CryptoError(f"secure aggregation needs at least 2 clients, got {len(ids)}")
@@ -176,7 +190,7 @@ class SecAggClient:
     """
 
     def __init__(self, client_id: int):
-        if not isinstance(client_id, int) or not 1 <= client_id <= MAX_CLIENT_ID:
+        if not isinstance(client_id, int) or isinstance(client_id, bool) or not 1 <= client_id <= MAX_CLIENT_ID:
             raise CryptoError(f"client ids are integers in [1, 2^31), got {client_id!r}")
         self.client_id = client_id
         self._stage = "new"
@@ -337,6 +351,19 @@ class _Step:
         return False
 
 
+def _refuse_malformed(method):
+    """Server steps: a message with fields of the wrong types is refused with CryptoError, not a traceback."""
+
+    @functools.wraps(method)
+    def guarded(self, *arguments):
+        try:
+            return method(self, *arguments)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as error:
+            raise CryptoError(f"malformed message ({type(error).__name__}: {error}); refused") from None
+
+    return guarded
+
+
 class SecAggServer:
     """The server's side of one round: collects each step's messages, then closes the step.
 
@@ -368,6 +395,7 @@ class SecAggServer:
         return {"self_mask": {o for shares in self._self_mask_shares.values() for o in shares},
                 "mask_key": {o for shares in self._mask_key_shares.values() for o in shares}}
 
+    @_refuse_malformed
     def receive_keys(self, message: PublicKeys) -> None:
         """Step 1 in: a client's public keys."""
         self._accept(message, PublicKeys, "keys", self.config.clients, self._encryption_keys)
@@ -382,6 +410,7 @@ class SecAggServer:
         return KeyDirectory(round_id=self.config.round_id, encryption_keys=dict(self._encryption_keys),
                             mask_keys=dict(self._mask_keys))
 
+    @_refuse_malformed
     def receive_shares(self, message: EncryptedShares) -> None:
         """Step 2 in: a client's sealed share bundles, one for each of its neighbours in U1."""
         self._accept(message, EncryptedShares, "shares", self._encryption_keys, self._boxes)
@@ -399,6 +428,7 @@ class SecAggServer:
                                                       if recipient in boxes})
                 for recipient in sorted(self._boxes)}
 
+    @_refuse_malformed
     def receive_masked_input(self, message: MaskedInput) -> None:
         """Step 3 in: a client's masked update, added to the running sum at once (memory O(vector))."""
         self._accept(message, MaskedInput, "masked", self._boxes, self._uploaded)
@@ -417,6 +447,7 @@ class SecAggServer:
                                       dropped=tuple(sorted(set(self._boxes) - set(survivors))))
         return self._request
 
+    @_refuse_malformed
     def receive_unmask_shares(self, message: UnmaskShares) -> None:
         """Step 4 in: a survivor's shares, exactly one kind per owner, for the owners in its group."""
         self._accept(message, UnmaskShares, "unmask", self._request.survivors, self._self_mask_shares)
@@ -481,7 +512,7 @@ class SecAggServer:
         if self._stage != stage:
             raise CryptoError(f"a {kind.__name__} from client {message.sender} arrived while the round is at "
                               f"'{self._stage}' (too late or out of order); refused")
-        if message.sender not in allowed:
+        if not isinstance(message.sender, int) or isinstance(message.sender, bool) or message.sender not in allowed:
             raise CryptoError(f"client {message.sender} may not send a {kind.__name__} at this step; refused")
         if message.sender in seen:
             raise CryptoError(f"client {message.sender} already sent a {kind.__name__} (replay); refused")
