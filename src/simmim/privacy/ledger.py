@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-from sqlalchemy import DateTime, Float, ForeignKey, String, Text, create_engine, event, select
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import DateTime, Float, ForeignKey, String, Text, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from simmim.errors import BudgetExceededError, PrivacyError
@@ -35,12 +33,11 @@ from simmim.privacy.accounting import (
     event_from_dict,
     event_to_dict,
 )
+from simmim.storage import make_engine, transaction
 
 LEDGER_URL_ENV = "SIMMIM_LEDGER_URL"
 DEFAULT_LEDGER_URL = "sqlite:///runs/privacy-ledger.db"
 RESERVED, COMMITTED, RELEASED = "reserved", "committed", "released"
-# How long a process waits for another one's write transaction before giving up.
-_LOCK_TIMEOUT_SECONDS = 60
 # A commit may differ from its reservation by PLD rounding without being an overspend.
 _EPSILON_TOLERANCE = 1e-9
 
@@ -159,7 +156,7 @@ class Ledger:
             raise PrivacyError(f"bad privacy ledger URL: {exc}") from None
         self.url = parsed.render_as_string(hide_password=True)  # for messages: never the password
         try:
-            self._engine = _make_engine(parsed)
+            self._engine = make_engine(parsed)
             _Base.metadata.create_all(self._engine)
         except (SQLAlchemyError, ImportError, OSError) as exc:
             reason = getattr(exc, "orig", None) or exc
@@ -318,41 +315,8 @@ class Ledger:
         return row
 
 
-@contextmanager
-def _transaction(engine: Engine) -> Iterator[Session]:
-    """A session whose whole body is one transaction: committed on success, rolled back on error."""
-    try:
-        with Session(engine, expire_on_commit=False) as session, session.begin():
-            yield session
-    except OperationalError as exc:
-        raise PrivacyError(f"privacy ledger at {engine.url} unavailable: {exc.orig}") from None
-
-
-def _make_engine(url: URL) -> Engine:
-    if url.get_backend_name() != "sqlite":
-        return create_engine(url)
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": _LOCK_TIMEOUT_SECONDS})
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record) -> None:
-        # Take transaction control away from the sqlite3 driver, which would start transactions
-        # late (at the first write), so that we can start them ourselves with BEGIN IMMEDIATE.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")  # a committed budget change survives power loss
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection) -> None:
-        # IMMEDIATE takes the write lock now: the budget read and the write that depends on it
-        # cannot interleave with another process's.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
+def _transaction(engine: Engine):
+    return transaction(engine, PrivacyError, "privacy ledger")
 
 
 def _counted_events(session: Session, dataset: str) -> list[PrivacyEvent]:

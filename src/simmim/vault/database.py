@@ -14,20 +14,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, any_, bindparam, create_engine, event, inspect
+from sqlalchemy import ColumnElement, any_, bindparam, inspect
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from simmim import storage
 from simmim.errors import VaultError
+from simmim.storage import safe_url
 
 VAULT_URL_ENV = "SIMMIM_VAULT_URL"
 DEFAULT_VAULT_URL = "sqlite:///runs/vault.db"
 VERSION_TABLE = "vault_alembic_version"
 MIGRATIONS = Path(__file__).parent / "migrations"
-# How long a process waits for another one's write transaction before giving up.
-_LOCK_TIMEOUT_SECONDS = 60
 
 
 def vault_url(url: str | None = None) -> str:
@@ -47,47 +47,16 @@ def parse_url(url: str | None) -> URL:
 
 
 def make_engine(url: URL) -> Engine:
-    """An engine with the vault's connection settings (see the module docstring)."""
-    if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": _LOCK_TIMEOUT_SECONDS})
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record) -> None:
-        # Take transaction control from the sqlite3 driver so that we start them with BEGIN IMMEDIATE.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA secure_delete=ON")  # deleted rows (wrapped keys) are zeroed, not left in free pages
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
+    """An engine with the shared conventions (`simmim.storage`), deleted content overwritten on SQLite."""
+    return storage.make_engine(url, secure_delete=True)
 
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """A session whose whole body is one transaction: committed on success, rolled back on any error."""
-    try:
-        with Session(engine, expire_on_commit=False) as session, session.begin():
-            yield session
-    except OperationalError as exc:
-        raise VaultError(f"vault database at {safe_url(engine.url)} unavailable: {exc.orig}") from None
-    except IntegrityError as exc:
-        raise VaultError(f"vault database at {safe_url(engine.url)} refused a write ({exc.orig}); nothing of it was "
-                         f"stored. If the audit log was altered, `simmim vault verify` says where") from None
-
-
-def safe_url(url: URL) -> str:
-    """The URL for messages: never the password."""
-    return url.render_as_string(hide_password=True)
+    with storage.transaction(engine, VaultError, "vault database", refused_hint=(
+            "If the audit log was altered, `simmim vault verify` says where")) as session:
+        yield session
 
 
 def among(session: Session, column, values) -> ColumnElement[bool]:
