@@ -6,6 +6,7 @@ traceback; usage errors are typer's (exit code 2 as well).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -97,7 +98,8 @@ def evaluate_cmd(checkpoint: Path, as_json: Annotated[bool, typer.Option("--json
 
     model, tokenizer, meta = _load(checkpoint)
     cfg = Config.from_dict(meta["config"])
-    metrics = evaluate(model, tokenizer, build_splits(cfg.data), context_length=cfg.data.context_length).metrics
+    vault = dataclasses.replace(cfg.vault, purpose="evaluation")  # a vault releases test data for evaluation only
+    metrics = evaluate(model, tokenizer, build_splits(cfg.data, vault), context_length=cfg.data.context_length).metrics
     if as_json:
         print(json.dumps(metrics))
     else:

@@ -1,7 +1,7 @@
 """Typed run configuration, loaded from TOML, YAML or JSON with every field checked.
 
-A file holds sections `model`, `data`, `train`, `loss`, `privacy` and `finetune`; unknown or mistyped fields are
-refused with the dotted name of the field (e.g. `train.lr`), never ignored.
+A file holds sections `model`, `data`, `train`, `loss`, `privacy`, `finetune` and `vault`; unknown or
+mistyped fields are refused with the dotted name of the field (e.g. `train.lr`), never ignored.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "synthetic"  # "synthetic", "digits", or a path to a dataset in any supported format
+    source: str = "synthetic"  # "synthetic", "digits", "vault" (see [vault]), or a path to a dataset
     format: str = "auto"
     image_size: int = 32
     train_size: int = 4000  # synthetic only
@@ -77,6 +77,18 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class VaultSection:
+    """Where training reads people's records when `data.source = "vault"`: only what the vault
+    releases for `purpose` (consenting, not deleted subjects), decrypted in memory."""
+
+    url: str = ""  # "": $SIMMIM_VAULT_URL or sqlite:///runs/vault.db
+    principal: str = "trainer"
+    key_file: str = ""  # "": the key or passphrase from $SIMMIM_VAULT_KEY / $SIMMIM_VAULT_PASSPHRASE
+    audit_key: str = ""  # the audit log's signing key file, if the vault has one
+    purpose: str = "model-training"
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     """Start from a trained model instead of random weights, optionally training only low-rank
     adapters (LoRA). Under DP this is the usual recipe: pretrain on public data, fine-tune privately."""
@@ -96,6 +108,7 @@ class Config:
     loss: LossWeights = LossWeights()
     privacy: PrivacyConfig = PrivacyConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    vault: VaultSection = VaultSection()
 
     def to_dict(self) -> dict:
         """Plain JSON types (tuples become lists), so a dict read back from a checkpoint compares equal."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from simmim.config import DataConfig
+from simmim.config import DataConfig, VaultSection
 from simmim.data import digits, formats, synthetic
 from simmim.data.records import Record
 
@@ -24,6 +24,7 @@ class Splits:
     video_train: list[Record] = field(default_factory=list)
     video_test: list[Record] = field(default_factory=list)
     skipped: list = field(default_factory=list)  # formats.BadRecord, when skip_bad is set
+    vault: dict | None = None  # the vault release the records came from (snapshot id, subjects hash, ...)
 
     def fingerprint(self) -> str:
         """SHA-256 over the training records (ids, captions, pixels): names the data a model saw."""
@@ -45,7 +46,8 @@ def subject_split(subject_id: str, key: bytes = b"simmim-split") -> str:
     return "train" if bucket < 8 else ("val" if bucket == 8 else "test")
 
 
-def build_splits(cfg: DataConfig) -> Splits:
+def build_splits(cfg: DataConfig, vault: VaultSection | None = None) -> Splits:
+    """Train/val/test records for a data config; `vault` says where `source = "vault"` reads."""
     if cfg.source == "synthetic":
         def make(n, split, kind="image"):
             return synthetic.generate(n, seed=cfg.seed, split=split, image_size=cfg.image_size, kind=kind,
@@ -56,8 +58,14 @@ def build_splits(cfg: DataConfig) -> Splits:
             video_train=make(cfg.video_train_size, "train", "video"),
             video_test=make(cfg.video_test_size, "test", "video"),
         )
+    lineage = None
     if cfg.source == "digits":
         records, skipped = digits.load_digits_records(image_size=cfg.image_size, seed=cfg.seed), []
+    elif cfg.source == "vault":
+        from simmim.vault.training import release_for_training
+
+        released = release_for_training(vault or VaultSection())
+        records, skipped, lineage = released.records, [], released.lineage
     else:
         result = formats.read_dataset(cfg.source, fmt=cfg.format, image_size=cfg.image_size,
                                       max_caption_words=cfg.max_caption_words, skip_bad=cfg.skip_bad)
@@ -65,4 +73,4 @@ def build_splits(cfg: DataConfig) -> Splits:
     parts: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
     for record in records:
         parts[subject_split(record.subject_id)].append(record)
-    return Splits(**parts, skipped=skipped)
+    return Splits(**parts, skipped=skipped, vault=lineage)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from simmim.progress import progress_bar
 from simmim.train.checkpoint import latest_checkpoint, load_trainer_state, read_meta, save_checkpoint
 from simmim.train.finetune import choose_trained_parameters, load_initial_weights, starting_tokenizer
 from simmim.train.schedule import warmup_cosine
+from simmim.vault.training import record_lineage
 
 KEEP_STEP_CHECKPOINTS = 2
 
@@ -91,7 +93,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         raise ConfigError("train.steps and train.batch_size must be positive")
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    splits = splits if splits is not None else build_splits(cfg.data)
+    splits = splits if splits is not None else build_splits(cfg.data, cfg.vault)
     if not splits.train:
         raise ConfigError("the training split is empty: check data.source / data.train_size")
     resume_from = latest_checkpoint(out_dir) if resume else None
@@ -135,6 +137,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         init_lineage = ({"path": str(cfg.finetune.init), "data_fingerprint": init_meta.get("data_fingerprint")}
                         if init_meta is not None else None)
     fingerprint = splits.fingerprint()
+    vault_lineage = ({**splits.vault, "checkpoint_id": f"{out_dir.resolve().name}/model@{uuid.uuid4().hex[:12]}"}
+                     if splits.vault else None)
     private = None
     if cfg.privacy.dp:
         if video_set is not None:
@@ -146,7 +150,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
 
     def save(path: Path, step: int, seconds: float, adapters: str | None = adapters) -> Path:
         meta = {"config": cfg.to_dict(), "data_fingerprint": fingerprint, "seed": tc.seed, "step": step,
-                "history": history, "seconds": seconds, "metrics": {}, "init": init_lineage,
+                "history": history, "seconds": seconds, "metrics": {}, "init": init_lineage, "vault": vault_lineage,
                 "adapters": adapters, "privacy": private.report(step) if private else None}
         trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         return save_checkpoint(path, model=model, tokenizer=tokenizer, meta=meta, trainer_state=trainer_state)
@@ -186,6 +190,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     if adapters:  # the finished model is saved and served as an ordinary one
         merge_lora(model)
     final = save(out_dir / "model", tc.steps, elapsed + run_seconds, "merged" if adapters else None)
+    if vault_lineage:  # deleting one of these people later names this model
+        record_lineage(cfg.vault, vault_lineage["checkpoint_id"], vault_lineage["snapshot_id"], description=str(final))
     if private:
         private.commit(tc.steps)
     return TrainResult(model=model, tokenizer=tokenizer, splits=splits, checkpoint=final, history=history,
