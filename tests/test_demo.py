@@ -55,6 +55,15 @@ def test_private_demo_reports_dp_beside_non_private_and_public_models(tmp_path):
     assert meta["init"]["path"] == str(out / "public" / "model")
     reference = json.loads((out / "non-private" / "model" / "meta.json").read_text())
     assert reference["privacy"] is None and reference["metrics"] == summary["baselines"]["non-private"]
+    # Training read the people's records from the vault: the ones who did not consent were left out.
+    vault = summary["vault"]
+    choices, release = vault["choices"], vault["release"]
+    assert choices["never_answered"] >= 1 and choices["withdrawn"] >= 1 and choices["deleted"] == 1
+    assert release["excluded"] == {"no_consent": choices["never_answered"], "withdrawn": choices["withdrawn"],
+                                   "deleted": 1}
+    assert release["subjects"] == choices["consented"] == privacy["units"]
+    assert meta["vault"]["snapshot_id"] == reference["vault"]["snapshot_id"] == release["snapshot_id"]
+    assert "never answered" in (out / "report.md").read_text()
 
 
 def test_packaged_configs_load():

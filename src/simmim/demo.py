@@ -22,6 +22,7 @@ from simmim.eval.evaluate import Evaluation, evaluate
 from simmim.report import relative_to, write_report
 from simmim.train.checkpoint import update_metrics
 from simmim.train.loop import TrainResult, train
+from simmim.vault.demo_people import DemoVault, vault_of_people
 
 REFERENCE = "non-private"
 LEDGER_FILE = "privacy-ledger.db"
@@ -81,7 +82,7 @@ def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, pr
     if not cfg.privacy.ledger:
         # The demo's people are simulated and regenerated each run: a run replaces the previous demo in
         # `out`, its models and its budget ledger together (a real dataset's ledger is never reset).
-        for previous in ("model", "checkpoints", "public", "non-private"):
+        for previous in ("model", "checkpoints", "public", "non-private", "vault"):
             shutil.rmtree(out / previous, ignore_errors=True)
         (out / LEDGER_FILE).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +90,10 @@ def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, pr
             cfg.privacy, ledger=f"sqlite:///{(out / LEDGER_FILE).resolve()}"))
     public_splits = build_splits(public_cfg.data)
     splits = build_splits(cfg.data)
+    # The people's training records live in a vault; training sees only what it releases.
+    people = vault_of_people(splits.train, out / "vault", seed=cfg.data.seed)
+    splits = dataclasses.replace(splits, train=people.released.records, vault=people.released.lineage)
+    cfg = dataclasses.replace(cfg, vault=people.section)
     # Public pretraining, evaluated on the people's test split: what the model knows without them.
     public, public_eval = _trained_and_evaluated(public_cfg, out / "public", public_splits, splits, progress)
     tuned = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, init=str(public.checkpoint)))
@@ -116,15 +121,26 @@ def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, pr
         f"Columns: `public only` is the pretrained model before fine-tuning; `{REFERENCE}` is the same fine-tuning "
         "without clipping or noise; `DP` is the released model. The last column is DP as a fraction of "
         f"{REFERENCE}.",
-        _model_line(result, cfg, splits), _chance_line(result),
+        _vault_line(people), _model_line(result, cfg, splits), _chance_line(result),
     ]
     baselines = {"public only": public_eval.metrics, REFERENCE: non_private_eval.metrics}
+    vault = {"people": people.people, "choices": people.choices, "release": people.released.lineage}
     write_report(out, title="SimMIM demo, differentially private" + (" (quick)" if quick else ""),
                  metrics=evaluation.metrics, samples=evaluation.samples, history=result.history, timing=timing,
-                 privacy=privacy, notes=notes, baselines=baselines, reference=REFERENCE)
+                 privacy=privacy, notes=notes, baselines=baselines, reference=REFERENCE, extra={"vault": vault})
     return {"metrics": evaluation.metrics, "privacy": privacy, "timing": timing, "baselines": baselines,
-            "reference": REFERENCE,
-            "relative_to_reference": relative_to(evaluation.metrics, non_private_eval.metrics)}
+            "reference": REFERENCE, "relative_to_reference": relative_to(evaluation.metrics, non_private_eval.metrics),
+            "vault": vault}
+
+
+def _vault_line(people: DemoVault) -> str:
+    lineage, choices = people.released.lineage, people.choices
+    return (f"The people's {lineage['records']} training records were read from the vault "
+            f"(`vault/`, encrypted per person): of {people.people} people, {choices['consented']} consented to model "
+            f"training, {choices['never_answered']} never answered, {choices['withdrawn']} withdrew and "
+            f"{choices['deleted']} asked to be deleted; the release (snapshot `{lineage['snapshot_id'][:16]}`) held "
+            f"{lineage['subjects']} people and excluded {lineage['excluded']}. Both fine-tuned models are recorded "
+            "in the vault's model lineage.")
 
 
 def _model_line(result: TrainResult, cfg: Config, splits: Splits) -> str:

@@ -156,12 +156,12 @@ COMPARED = ["text_to_image_R@1", "image_to_text_R@1", "caption_attribute_accurac
 
 def write_report(out: Path, *, title: str, metrics: dict, samples: dict, history: list[dict], timing: dict,
                  privacy: dict | None, notes: list[str] = (), baselines: dict[str, dict] | None = None,
-                 reference: str | None = None) -> tuple[Path, Path]:
+                 reference: str | None = None, extra: dict | None = None) -> tuple[Path, Path]:
     """Write `report.md`, its PNGs and `summary.json` into `out`.
 
     With `baselines` (model name -> metrics of other models on the same test split), the report shows
     them beside this run's and each metric relative to the `reference` baseline (`summary.json` keys
-    `baselines` and `relative_to_reference`).
+    `baselines` and `relative_to_reference`). `extra` goes into `summary.json` as it is.
     """
     out.mkdir(parents=True, exist_ok=True)
     figures = [("Loss curves", plot_losses(history, out / "loss_curves.png"))]
@@ -182,6 +182,7 @@ def write_report(out: Path, *, title: str, metrics: dict, samples: dict, history
     if baselines:
         summary.update(baselines=baselines, reference=reference,
                        relative_to_reference=relative_to(metrics, baselines[reference]))
+    summary.update(extra or {})
     summary_path = out / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=2))
     table = comparison_table(metrics, own, baselines, reference) if baselines else metrics_table(metrics)
