@@ -53,6 +53,7 @@ class TrainConfig:
     warmup_steps: int = 30
     mask_ratio: float = 0.5
     grad_clip: float = 1.0
+    micro_batch_size: int = 0  # 0: each batch in one pass; N: passes of N examples, gradients accumulated
     checkpoint_every: int = 0  # 0: only at the end
     log_every: int = 10
     threads: int = 0  # 0: torch's default

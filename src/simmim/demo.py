@@ -121,6 +121,7 @@ def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, pr
         f"Columns: `public only` is the pretrained model before fine-tuning; `{REFERENCE}` is the same fine-tuning "
         "without clipping or noise; `DP` is the released model. The last column is DP as a fraction of "
         f"{REFERENCE}.",
+        _added_line(public_eval.metrics, non_private_eval.metrics, evaluation.metrics),
         _vault_line(people), _model_line(result, cfg, splits), _chance_line(result),
     ]
     baselines = {"public only": public_eval.metrics, REFERENCE: non_private_eval.metrics}
@@ -131,6 +132,17 @@ def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, pr
     return {"metrics": evaluation.metrics, "privacy": privacy, "timing": timing, "baselines": baselines,
             "reference": REFERENCE, "relative_to_reference": relative_to(evaluation.metrics, non_private_eval.metrics),
             "vault": vault}
+
+
+HEADLINE = ("text_to_image_R@1", "caption_attribute_accuracy", "zero_shot_colour")
+
+
+def _added_line(public: dict, non_private: dict, dp: dict) -> str:
+    """What fine-tuning on the people's records changed, with and without DP, over the public model."""
+    changes = "; ".join(f"{k} {public[k]['value']:.3f} -> {non_private[k]['value']:.3f} without DP, "
+                        f"{dp[k]['value']:.3f} with DP" for k in HEADLINE if k in dp)
+    return ("The public corpus comes from the same generator as the people's records, so most of what the "
+            f"models know comes from public pretraining. Fine-tuning on the people's records moved {changes}.")
 
 
 def _vault_line(people: DemoVault) -> str:

@@ -63,3 +63,33 @@ def test_incomplete_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "ckpt")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing")
+
+
+def test_micro_batches_add_up_to_the_batch_gradient(tiny_config):
+    """Without the (batch-coupled) contrastive loss, passes of a few examples give the gradient of
+    one pass over the whole batch."""
+    import torch
+
+    from simmim.data.batches import EncodedSet
+    from simmim.data.splits import build_splits
+    from simmim.losses import LossWeights, SimMIMObjective
+    from simmim.train.finetune import starting_tokenizer
+    from simmim.train.loop import build_model, standard_step
+
+    splits = build_splits(tiny_config.data)
+    tokenizer, _ = starting_tokenizer(tiny_config, splits)
+    model = build_model(tiny_config, tokenizer).double()
+    encoded = EncodedSet(splits.train, tokenizer, tiny_config.data.context_length)
+    batch = encoded.batch(torch.arange(10), torch.Generator().manual_seed(0), num_patches=model.cfg.num_patches,
+                          mask_ratio=0.5)
+    batch = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+    objective = SimMIMObjective(LossWeights(contrastive=0.0))
+    grads = []
+    for size in (0, 3):
+        model.zero_grad(set_to_none=True)
+        record = standard_step(model, objective, [batch], grad_clip=0.0, micro_batch_size=size)
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+        assert record["examples"] == 10
+    assert len(grads[0]) == len(grads[1]) > 0
+    for whole, parts in zip(*grads):
+        torch.testing.assert_close(parts, whole, rtol=1e-9, atol=1e-12)

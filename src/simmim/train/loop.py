@@ -68,19 +68,27 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
-def standard_step(model: SimMIM, objective: SimMIMObjective, batches: list[dict], grad_clip: float) -> dict:
-    """Non-private step: mean loss over every batch of the step, backward, global-norm clipping."""
-    parts: dict[str, float] = {}
-    loss = 0.0
+def standard_step(model: SimMIM, objective: SimMIMObjective, batches: list[dict], grad_clip: float,
+                  micro_batch_size: int = 0) -> dict:
+    """Non-private step: mean loss over each batch of the step (summed over batches), backward,
+    global-norm clipping. With `micro_batch_size`, a larger batch is processed in passes of that
+    many examples whose gradients add up to the batch's (contrastive negatives come from the pass)."""
+    sums: dict[str, float] = {}
     for batch in batches:
-        batch_loss, batch_parts = objective(model, batch)
-        loss = loss + batch_loss
+        n = len(batch["groups"])
+        size = micro_batch_size or n
         prefix = "video_" if "frames" in batch else ""
-        parts.update({prefix + k: v for k, v in batch_parts.items()})
-    loss.backward()
+        for start in range(0, n, size):
+            part = {key: value[start:start + size] for key, value in batch.items()}
+            weight = len(part["groups"]) / n
+            part_loss, part_parts = objective(model, part)
+            (part_loss * weight).backward()
+            sums["loss"] = sums.get("loss", 0.0) + float(part_loss.detach()) * weight
+            for key, value in part_parts.items():
+                sums[prefix + key] = sums.get(prefix + key, 0.0) + value * weight
     if grad_clip:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    return {"loss": float(loss.detach()), "examples": sum(len(b["groups"]) for b in batches), **parts}
+    return {**sums, "examples": sum(len(b["groups"]) for b in batches)}
 
 
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
@@ -146,7 +154,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         previous_job = (meta.get("privacy") or {}).get("ledger_job") if resume_from is not None else None
         private = PrivateTraining(cfg, model, train_set, fingerprint, out_dir, previous_job)
         step_fn = private.step
-    step_fn = step_fn or (lambda m, o, b: standard_step(m, o, b, tc.grad_clip))
+    step_fn = step_fn or (lambda m, o, b: standard_step(m, o, b, tc.grad_clip, tc.micro_batch_size))
 
     def save(path: Path, step: int, seconds: float, adapters: str | None = adapters) -> Path:
         meta = {"config": cfg.to_dict(), "data_fingerprint": fingerprint, "seed": tc.seed, "step": step,
