@@ -1,9 +1,9 @@
 """Where a run's tokenizer and first weights come from, and which parameters it trains.
 
 A run starts from random weights, or from a trained model (`finetune.init`), whose tokenizer it
-then keeps. Synthetic data takes its vocabulary from the generator's grammar. Under DP the
-vocabulary is part of what the model releases, so it must not be fitted on the private
-captions: it comes from the starting model or the grammar; otherwise DP training is refused.
+then keeps. Under DP the vocabulary is part of what the model releases, so it must not be
+fitted on the private captions: it comes from the starting model, or from the generator's
+public grammar for synthetic data; otherwise DP training is refused.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def starting_tokenizer(cfg: Config, splits: Splits) -> tuple[WordTokenizer, dict
     if cfg.finetune.init:
         meta = read_meta(cfg.finetune.init)
         return WordTokenizer.from_dict(meta["tokenizer"]), meta
-    if cfg.data.source == "synthetic":  # every word the generator's (public) grammar can produce
-        return WordTokenizer(grammar.vocabulary()), None
     if cfg.privacy.dp:
+        if cfg.data.source == "synthetic":  # every word the generator's (public) grammar can produce
+            return WordTokenizer(grammar.vocabulary()), None
         raise ConfigError(
             "DP training from scratch would fit the vocabulary on the private captions, which the model "
             "then reveals: start from a model trained on public data (finetune.init = 'DIR/model')")
