@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simmim.crypto.encoding import scaled_fixed_point
 from simmim.crypto.prg import random_words, word_dtype
 from simmim.errors import CryptoError
 
@@ -80,14 +81,7 @@ class RingEncoding:
         array = np.asarray(values)
         if array.dtype.kind not in "fiu":
             raise CryptoError(f"cannot encode values of dtype {array.dtype}; expected numbers")
-        array = array.astype(np.float64)
-        if not np.isfinite(array).all():
-            raise CryptoError("cannot encode NaN or infinite values")
-        scaled = np.rint(np.ldexp(array, self.fraction_bits))
-        too_big = np.abs(scaled) > self.value_bound
-        if too_big.any():
-            raise CryptoError(f"value {array[too_big][0]} is outside [-{self.max_abs}, {self.max_abs}]; "
-                              "clip it or raise max_abs")
+        scaled = scaled_fixed_point(array, self.fraction_bits, self.max_abs, self.value_bound)
         signed = np.int32 if self.word_bits == 32 else np.int64
         return scaled.astype(signed).view(self.dtype)
 

@@ -63,15 +63,7 @@ class FixedPoint:
             return wide.astype(np.int64)
         if array.dtype.kind != "f":
             raise CryptoError(f"cannot encode values of dtype {array.dtype}; expected numbers")
-        array = array.astype(np.float64)
-        if not np.isfinite(array).all():
-            raise CryptoError("cannot encrypt NaN or infinite values")
-        scaled = np.rint(np.ldexp(array, self.fraction_bits))
-        too_big = np.abs(scaled) > self.value_bound
-        if too_big.any():
-            raise CryptoError(f"value {array[too_big][0]} is outside [-{self.max_abs}, {self.max_abs}]; "
-                              "raise max_abs")
-        return scaled.astype(np.int64)
+        return scaled_fixed_point(array, self.fraction_bits, self.max_abs, self.value_bound).astype(np.int64)
 
 
 def decode(encoded: np.ndarray, fraction_bits: int) -> np.ndarray:
@@ -176,3 +168,16 @@ class SlotLayout:
         borrow = np.zeros_like(signed)
         borrow[:, 1:] = signed[:, :-1] < 0
         return (signed + borrow).reshape(-1)[:length]
+
+
+def scaled_fixed_point(values: np.ndarray, fraction_bits: int, max_abs: float, value_bound: int) -> np.ndarray:
+    """round(values * 2^fraction_bits) as float64 integers; CryptoError for a non-finite value or one
+    whose encoding exceeds `value_bound` in magnitude (it lies outside [-max_abs, max_abs])."""
+    array = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise CryptoError("cannot encode NaN or infinite values")
+    scaled = np.rint(np.ldexp(array, fraction_bits))
+    too_big = np.abs(scaled) > value_bound
+    if too_big.any():
+        raise CryptoError(f"value {array[too_big][0]} is outside [-{max_abs}, {max_abs}]; clip it or raise max_abs")
+    return scaled
