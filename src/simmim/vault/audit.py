@@ -32,6 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from simmim.errors import VaultError
+from simmim.vault.keys import write_secret_file
 from simmim.vault.schema import AuditCheckpointRow, AuditEntryRow, AuditHeadRow
 
 GENESIS = "0" * 64
@@ -91,16 +92,7 @@ def generate_signing_key(path: str | Path) -> Path:
     path = Path(path)
     pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                      serialization.NoEncryption())
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise VaultError(f"{path} exists; not overwriting an audit signing key") from None
-    except OSError as exc:
-        raise VaultError(f"cannot write the audit key {path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    return path
+    return write_secret_file(path, pem, "audit signing key")
 
 
 def _fingerprint(public: Ed25519PublicKey) -> str:

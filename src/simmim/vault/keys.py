@@ -131,16 +131,21 @@ def new_key() -> bytes:
 
 def write_key_file(path: str | Path) -> Path:
     """Writes a new random KEK as base64 to a file readable by its owner only; refuses to overwrite."""
+    return write_secret_file(path, base64.b64encode(new_key()) + b"\n", "key file")
+
+
+def write_secret_file(path: str | Path, content: bytes, what: str) -> Path:
+    """Creates `path` readable by its owner only (0600, created exclusively: never overwrites) with `content`."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise VaultError(f"{path} exists; not overwriting a key file") from None
+        raise VaultError(f"{path} exists; not overwriting a {what}") from None
     except OSError as exc:
-        raise VaultError(f"cannot write the key file {path}: {exc.strerror or exc}") from None
+        raise VaultError(f"cannot write the {what} {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "wb") as handle:
-        handle.write(base64.b64encode(new_key()) + b"\n")
+        handle.write(content)
     return path
 
 
