@@ -93,3 +93,26 @@ def test_micro_batches_add_up_to_the_batch_gradient(tiny_config):
     assert len(grads[0]) == len(grads[1]) > 0
     for whole, parts in zip(*grads):
         torch.testing.assert_close(parts, whole, rtol=1e-9, atol=1e-12)
+
+
+def test_lora_fine_tuning_resumes_exactly(tiny_config, tmp_path):
+    """Step checkpoints keep the adapters apart from the frozen weights, so a killed LoRA run
+    resumes bit for bit; the finished model has them merged."""
+    from simmim.config import Config
+
+    public = train(tiny_config, tmp_path / "public", progress=False)
+    values = tiny_config.to_dict()
+    values["data"]["seed"] = 3
+    values["finetune"] = {"init": str(public.checkpoint), "lora_rank": 2, "train_modules": ["fusion"]}
+    cfg = Config.from_dict(values)
+    full = train(cfg, tmp_path / "full", progress=False)
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "crashed", progress=False, on_log=_crash_at(5))
+    step_meta = json.loads((latest_checkpoint(tmp_path / "crashed") / "meta.json").read_text())
+    assert step_meta["adapters"] == "separate"
+    resumed = train(cfg, tmp_path / "crashed", resume=True, progress=False)
+    a = load_file(full.checkpoint / "model.safetensors")
+    b = load_file(resumed.checkpoint / "model.safetensors")
+    assert a.keys() == load_file(public.checkpoint / "model.safetensors").keys()
+    for key in a:
+        assert a[key].equal(b[key]), key
