@@ -12,3 +12,23 @@ def tiny_config() -> Config:
         "train": {"steps": 6, "batch_size": 16, "video_batch_size": 4, "log_every": 1, "checkpoint_every": 3,
                   "warmup_steps": 2},
     })
+
+
+class SimulatedCrash(Exception):
+    """Raised from a training run's `on_log` callback: the run dies as a killed job would."""
+
+
+@pytest.fixture
+def crash_at():
+    """`crash_at(step)`: an `on_log` callback that kills the run when it logs `step`
+    (`crash_at.error` is the exception to expect)."""
+
+    def make(step: int):
+        def on_log(record: dict) -> None:
+            if record["step"] == step:
+                raise SimulatedCrash
+
+        return on_log
+
+    make.error = SimulatedCrash
+    return make

@@ -82,7 +82,7 @@ def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, pr
     if not cfg.privacy.ledger:
         # The demo's people are simulated and regenerated each run: a run replaces the previous demo in
         # `out`, its models and its budget ledger together (a real dataset's ledger is never reset).
-        for previous in ("model", "checkpoints", "public", "non-private", "vault"):
+        for previous in ("model", "checkpoints", "public", "non-private"):  # vault_of_people replaces vault/
             shutil.rmtree(out / previous, ignore_errors=True)
         (out / LEDGER_FILE).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)

@@ -80,25 +80,13 @@ def test_private_training_refuses_clips(tmp_path):
         train(cfg, tmp_path / "run", progress=False)
 
 
-class _Crash(Exception):
-    pass
-
-
-def _crash_at(step):
-    def on_log(record):
-        if record["step"] == step:
-            raise _Crash
-
-    return on_log
-
-
-def test_resumed_private_run_reuses_its_reservation(tmp_path):
+def test_resumed_private_run_reuses_its_reservation(tmp_path, crash_at):
     """A run killed mid-training keeps its reservation counted; resuming it spends that same
     reservation (no second one, which the cap would refuse) and commits it at the end."""
     cfg = Config.from_dict({**_config(tmp_path).to_dict(), "train": {**_config(tmp_path).to_dict()["train"],
                                                                       "checkpoint_every": 2}})
-    with pytest.raises(_Crash):
-        train(cfg, tmp_path / "run", progress=False, on_log=_crash_at(3))
+    with pytest.raises(crash_at.error):
+        train(cfg, tmp_path / "run", progress=False, on_log=crash_at(3))
     with Ledger(cfg.privacy.ledger) as ledger:
         (dataset,) = ledger.datasets()
         reserved = [job for job in ledger.show(dataset).jobs if job.status == "reserved"]

@@ -8,22 +8,10 @@ from simmim.train.checkpoint import latest_checkpoint, load_checkpoint
 from simmim.train.loop import train
 
 
-class Crash(Exception):
-    pass
-
-
-def _crash_at(step):
-    def on_log(record):
-        if record["step"] == step:
-            raise Crash
-
-    return on_log
-
-
-def test_resume_continues_exactly_where_it_stopped(tiny_config, tmp_path):
+def test_resume_continues_exactly_where_it_stopped(tiny_config, tmp_path, crash_at):
     full = train(tiny_config, tmp_path / "full", progress=False)
-    with pytest.raises(Crash):
-        train(tiny_config, tmp_path / "crashed", progress=False, on_log=_crash_at(5))
+    with pytest.raises(crash_at.error):
+        train(tiny_config, tmp_path / "crashed", progress=False, on_log=crash_at(5))
     assert latest_checkpoint(tmp_path / "crashed").name == "step-0000003"
     assert not (tmp_path / "crashed" / "model").exists()
     resumed = train(tiny_config, tmp_path / "crashed", resume=True, progress=False)
@@ -47,9 +35,9 @@ def test_checkpoint_holds_config_tokenizer_fingerprint_and_seed(tiny_config, tmp
         assert value.equal(result.model.state_dict()[key])
 
 
-def test_resume_refuses_a_different_config(tiny_config, tmp_path):
-    with pytest.raises(Crash):
-        train(tiny_config, tmp_path, progress=False, on_log=_crash_at(4))
+def test_resume_refuses_a_different_config(tiny_config, tmp_path, crash_at):
+    with pytest.raises(crash_at.error):
+        train(tiny_config, tmp_path, progress=False, on_log=crash_at(4))
     changed = type(tiny_config).from_dict({**tiny_config.to_dict(), "train": {**tiny_config.to_dict()["train"],
                                                                                  "lr": 0.5}})
     with pytest.raises(CheckpointError, match="different config"):
@@ -95,7 +83,7 @@ def test_micro_batches_add_up_to_the_batch_gradient(tiny_config):
         torch.testing.assert_close(parts, whole, rtol=1e-9, atol=1e-12)
 
 
-def test_lora_fine_tuning_resumes_exactly(tiny_config, tmp_path):
+def test_lora_fine_tuning_resumes_exactly(tiny_config, tmp_path, crash_at):
     """Step checkpoints keep the adapters apart from the frozen weights, so a killed LoRA run
     resumes bit for bit; the finished model has them merged."""
     from simmim.config import Config
@@ -106,8 +94,8 @@ def test_lora_fine_tuning_resumes_exactly(tiny_config, tmp_path):
     values["finetune"] = {"init": str(public.checkpoint), "lora_rank": 2, "train_modules": ["fusion"]}
     cfg = Config.from_dict(values)
     full = train(cfg, tmp_path / "full", progress=False)
-    with pytest.raises(Crash):
-        train(cfg, tmp_path / "crashed", progress=False, on_log=_crash_at(5))
+    with pytest.raises(crash_at.error):
+        train(cfg, tmp_path / "crashed", progress=False, on_log=crash_at(5))
     step_meta = json.loads((latest_checkpoint(tmp_path / "crashed") / "meta.json").read_text())
     assert step_meta["adapters"] == "separate"
     resumed = train(cfg, tmp_path / "crashed", resume=True, progress=False)
