@@ -42,6 +42,7 @@ What a malicious server could still do is in docs/secure_aggregation.md.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import numbers
 import operator
@@ -65,6 +66,8 @@ from simmim.crypto.secagg_messages import (
     ShareDelivery,
     UnmaskRequest,
     UnmaskShares,
+    decode,
+    encode,
 )
 from simmim.errors import CryptoError
 
@@ -76,6 +79,8 @@ SECRET_ELEMENTS = -(-SEED_BYTES // shamir.BYTES_PER_ELEMENT)
 SHARE_BYTES = SECRET_ELEMENTS * 8
 BUNDLE_BYTES = 2 * SHARE_BYTES
 BOX_BYTES = keys.NONCE_BYTES + BUNDLE_BYTES + keys.TAG_BYTES
+_STATE_VERSION = 1
+_CLIENT_STAGES = ("new", "advertised", "shared", "masked", "done", "aborted")
 
 
 @dataclass(frozen=True, eq=False)
@@ -308,6 +313,68 @@ class SecAggClient:
                         for owner in dropped & self._u2}
             return UnmaskShares(round_id=config.round_id, sender=me, self_mask_shares=self_mask,
                                 mask_key_shares=mask_key)
+
+    def export_state(self) -> bytes:
+        """This client's whole state, secrets included, as bytes; `SecAggClient.restore` reads it back.
+
+        For a client whose steps run in separate processes (the Flower app keeps it in the client's
+        own SuperNode between messages). It holds the round's private keys and seeds: keep it only
+        where the client's secrets may be.
+        """
+        state: dict = {"version": _STATE_VERSION, "client": self.client_id, "stage": self._stage}
+        if self._config is not None:
+            state["config"] = encode(self._config).hex()
+            state["peers"] = sorted(self._peers)
+        for name in ("_encryption_key", "_mask_key"):
+            if name in self.__dict__:
+                state[name] = keys.private_bytes(self.__dict__[name]).hex()
+        if "_self_mask_seed" in self.__dict__:
+            state["_self_mask_seed"] = self._self_mask_seed.hex()
+        for name in ("_mask_keys", "_encryption_keys"):
+            if name in self.__dict__:
+                state[name] = {str(k): v.hex() for k, v in self.__dict__[name].items()}
+        if "_held" in self.__dict__:
+            state["_held"] = {str(k): v.astype("<u8").tobytes().hex() for k, v in self._held.items()}
+        if "_u2" in self.__dict__:
+            state["_u2"] = sorted(self._u2)
+        return json.dumps(state, sort_keys=True).encode()
+
+    @classmethod
+    def restore(cls, data: bytes) -> SecAggClient:
+        """The client `export_state` wrote; CryptoError for anything else."""
+        try:
+            state = json.loads(data)
+            if state.get("version") != _STATE_VERSION:
+                raise CryptoError(f"secure-aggregation client state of version {state.get('version')!r}, "
+                                  f"expected {_STATE_VERSION}")
+            client = cls(state["client"])
+            client._stage = state["stage"]
+            if "config" in state:
+                config = decode(bytes.fromhex(state["config"]))
+                if not isinstance(config, RoundConfig):
+                    raise CryptoError("the saved client state holds no round configuration")
+                client._config = config
+                client._peers = set(state["peers"])
+            for name in ("_encryption_key", "_mask_key"):
+                if name in state:
+                    client.__dict__[name] = keys.private_key_from_bytes(bytes.fromhex(state[name]))
+            if "_self_mask_seed" in state:
+                client._self_mask_seed = bytes.fromhex(state["_self_mask_seed"])
+            for name in ("_mask_keys", "_encryption_keys"):
+                if name in state:
+                    client.__dict__[name] = {int(k): bytes.fromhex(v) for k, v in state[name].items()}
+            if "_held" in state:
+                client._held = {int(k): np.frombuffer(bytes.fromhex(v), dtype="<u8").astype(np.uint64)
+                                for k, v in state["_held"].items()}
+            if "_u2" in state:
+                client._u2 = frozenset(state["_u2"])
+        except CryptoError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CryptoError(f"unreadable secure-aggregation client state ({type(error).__name__}: {error})") from None
+        if client._stage not in _CLIENT_STAGES:
+            raise CryptoError(f"unknown secure-aggregation client stage {client._stage!r}")
+        return client
 
     def _check_round(self, message) -> RoundConfig:
         config = self._config
