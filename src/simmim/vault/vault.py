@@ -978,6 +978,47 @@ class Vault:
                 "unsigned_audit_entries": audit.unsigned_entries(session),
             }
 
+    # ------------------------------------------------------------- attested key release (simmim.tee)
+
+    def record_event(self, action: str, resource: str = "", *, outcome: str = audit.DONE,
+                     details: dict | None = None) -> None:
+        """Appends one entry to the audit log as the acting principal, for components outside the vault
+        whose decisions belong in its chain (the TEE key broker logs every refusal here).
+
+        ``details`` must hold no personal data: pseudonyms, measurements, counts and reasons only.
+
+        Raises:
+            VaultError: If ``outcome`` is not one of the audit log's outcomes.
+        """
+        if outcome not in (audit.ALLOWED, audit.DENIED, audit.DONE, audit.FAILED):
+            raise VaultError(f"audit outcome must be allowed, denied, done or failed, got {outcome!r}")
+        with transaction(self._engine) as session:
+            audit.append(session, actor=self.principal or "(none)", action=action, resource=resource,
+                         outcome=outcome, details=details)
+        self._maybe_checkpoint()
+
+    def kek_for_attested_release(self, recipient: str, details: dict) -> bytes:
+        """The key-encryption key, for the TEE key broker to wrap to a workload whose attestation it accepted.
+
+        Authorised as key management (the ``rotate-keys`` right, held by admins) and logged as
+        ``tee-key-release`` with ``details`` in the same transaction, so no key leaves without its entry.
+        Only a vault unlocked by a key (file or environment) can be released this way: the released key is
+        what opens it (`KeySource.key`); a passphrase vault would hand out an Argon2 output no one can use.
+
+        Raises:
+            AccessDeniedError: If the acting principal may not manage keys (the denial is logged).
+            VaultError: If the vault is unlocked by a passphrase.
+        """
+        with self._operation(access.ROTATE_KEYS, f"kek:{self._kek_id}") as session:
+            kind = json.loads(session.get(MetaRow, 1).kek_source).get("kind")
+            if kind != "key":
+                raise VaultError("attested key release needs a vault unlocked by a key file, not a "
+                                 f"{kind}; rotate it to a key file first")
+            audit.append(session, actor=self.principal, action="tee-key-release", resource=recipient,
+                         outcome=audit.ALLOWED, details=details)
+        self._maybe_checkpoint()
+        return self._kek
+
 
 def _stored_records(*extra) -> Select:
     """The columns of stored records that opening them needs (and ``extra`` ones), with the subject's pseudonym."""
