@@ -18,6 +18,7 @@ from simmim.tee import (
     SEV_SNP,
     AttestationError,
     KeyBroker,
+    KeyGrant,
     KeyReleaseRefused,
     NonceStore,
     Policy,
@@ -236,3 +237,12 @@ def test_every_decision_is_in_the_audit_chain(make_broker, workload, vault):
     logged = [e["outcome"] for e in vault.audit_entries(limit=50) if e["action"] == "tee-key-release"]
     assert logged == outcomes == ["allowed", "denied", "allowed"]
     assert vault.verify().ok
+
+
+def test_a_grant_survives_json_and_garbage_is_refused(make_broker, workload, kek):
+    broker = make_broker()
+    nonce = broker.challenge()
+    grant = broker.release("snp", workload.evidence("snp", nonce), workload.public_key, nonce)
+    assert open_grant(KeyGrant.from_json(grant.to_json()), workload.private_key) == kek
+    with pytest.raises(AttestationError, match="not a key grant"):
+        KeyGrant.from_json("{}")

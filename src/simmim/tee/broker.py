@@ -23,6 +23,7 @@ the policy digest and the nonce, so a grant cannot be replayed into another cont
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +72,22 @@ class KeyGrant:
     nonce: bytes
     sealed: bytes
     suite: str = HPKE_SUITE_NAME
+
+    def to_json(self) -> str:
+        return json.dumps({"vault_id": self.vault_id, "policy_digest": self.policy_digest, "nonce": self.nonce.hex(),
+                           "sealed": self.sealed.hex(), "suite": self.suite})
+
+    @classmethod
+    def from_json(cls, text: str) -> KeyGrant:
+        try:
+            data = json.loads(text)
+            grant = cls(vault_id=data["vault_id"], policy_digest=data["policy_digest"],
+                        nonce=bytes.fromhex(data["nonce"]), sealed=bytes.fromhex(data["sealed"]), suite=data["suite"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AttestationError(f"not a key grant: {exc}") from None
+        if grant.suite != HPKE_SUITE_NAME:
+            raise AttestationError(f"key grant sealed with {grant.suite}; expected {HPKE_SUITE_NAME}")
+        return grant
 
 
 def open_grant(grant: KeyGrant, private_key: X25519PrivateKey) -> bytes:
