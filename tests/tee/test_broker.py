@@ -211,6 +211,9 @@ def test_an_unknown_format_and_a_bad_workload_key_are_refused(make_broker, workl
     nonce = broker.challenge()
     with pytest.raises(KeyReleaseRefused, match="32-byte X25519 public key"):
         broker.release("snp", workload.evidence("snp", nonce), workload.public_key[:16], nonce)
+    nonce, low_order = broker.challenge(), bytes(32)
+    with pytest.raises(KeyReleaseRefused, match="not a usable X25519 public key"):
+        broker.release("snp", workload.evidence("snp", nonce, bound_key=low_order), low_order, nonce)
 
 
 def test_a_broker_acting_without_the_key_management_right_releases_nothing(vault_url, vault, kek, nitro_ca, snp_ca,

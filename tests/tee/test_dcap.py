@@ -58,10 +58,14 @@ def test_another_root_is_refused(dcap_sample, nitro_ca):
         DcapVerifier(root_ca_der=nitro_ca.root.public_bytes(Encoding.DER)).verify(evidence, now=now)
 
 
-def test_bad_collateral_is_a_clear_error(sgx_sample):
+def test_bad_input_is_a_one_line_error(sgx_sample):
     evidence, now = sgx_sample
-    with pytest.raises(AttestationError, match="not valid collateral JSON"):
-        DcapVerifier().verify(replace(evidence, collateral="{not json"), now=now)
+    with pytest.raises(AttestationError, match="not valid collateral JSON") as caught:
+        DcapVerifier().verify(replace(evidence, collateral='{"tcb_info": 1}'), now=now)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(AttestationError, match="dcap: the quote does not verify: .*decode quote") as caught:
+        DcapVerifier().verify(replace(evidence, quote=evidence.quote[:500]), now=now)
+    assert "\n" not in str(caught.value)
 
 
 def test_without_dcap_qvl_the_error_says_what_to_install(sgx_sample, monkeypatch):

@@ -174,10 +174,10 @@ class KeyBroker:
     def _binding_problem(self, claims: Claims, nonce: bytes, public_key: bytes) -> str | None:
         if len(public_key) != PUBLIC_KEY_BYTES:
             return f"the workload key must be a raw {PUBLIC_KEY_BYTES}-byte X25519 public key"
-        try:
-            X25519PublicKey.from_public_bytes(public_key)
+        try:  # a trial seal also rejects low-order points, before anything is released or logged as granted
+            _suite().encrypt(b"", X25519PublicKey.from_public_bytes(public_key), info=b"simmim-key-check")
         except ValueError:
-            return "the workload key is not a valid X25519 public key"
+            return "the workload key is not a usable X25519 public key"
         if claims.report_data != binding(nonce, public_key):
             return ("report data does not bind this nonce and public key: expected "
                     "SHA-512(\"simmim-kek-v1\" || nonce || public key)")

@@ -79,7 +79,8 @@ class DcapVerifier:
             raw_collateral = json.loads(evidence.collateral)
             collateral = qvl.QuoteCollateralV3.from_json(evidence.collateral)
         except (ValueError, TypeError) as exc:
-            raise AttestationError(f"dcap: the collateral is not valid collateral JSON ({exc})") from None
+            raise AttestationError(f"dcap: the collateral is not valid collateral JSON ({' '.join(str(exc).split())})"
+                                   ) from None
         try:
             if self.root_ca_der is None:
                 verified = qvl.verify(evidence.quote, collateral, int(now.timestamp()))
@@ -87,7 +88,8 @@ class DcapVerifier:
                 verified = qvl.verify_with_root_ca(evidence.quote, collateral, self.root_ca_der, int(now.timestamp()))
             result = json.loads(verified.to_json())
         except (ValueError, TypeError, RuntimeError) as exc:
-            raise AttestationError(f"dcap: the quote does not verify: {exc}") from None
+            reason = " ".join(str(exc).split())  # dcap-qvl's messages span lines; ours are one line
+            raise AttestationError(f"dcap: the quote does not verify: {reason}") from None
         not_before, not_after, tcb_issued = _collateral_window(raw_collateral)
         if not not_before <= now <= not_after:
             raise AttestationError(f"dcap: the collateral is not valid at {now.isoformat()} (valid "

@@ -204,8 +204,9 @@ def _tee_rules(tee: str, section, fail) -> TeeRules:
             normalised.add(text)
         measurements[name] = frozenset(normalised)
     if not measurements:
-        raise fail(f"[{tee}] needs at least one measurement allow-list ({', '.join(sorted(MEASUREMENTS[tee]))[:80]}"
-                   f"...): without one any code would get the key")
+        names = "pcr0..pcr31" if tee == NITRO else ", ".join(MEASUREMENTS[tee])
+        raise fail(f"[{tee}] needs at least one measurement allow-list ({names}): without one any code would get "
+                   f"the key")
     min_tcb = section.get("min_tcb", {})
     if not isinstance(min_tcb, dict) or not set(min_tcb) <= set(TCB_COMPONENTS) or not all(
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in min_tcb.values()):
