@@ -6,7 +6,8 @@ a trusted root, by default AMD's Milan ARK pinned by fingerprint); the report na
 SHA-384 (algorithm 1) and its signature over bytes ``[0, 0x2A0)`` verifies with the VCEK's key (r and s
 are stored little-endian, 72 bytes each); the report's ``reported_tcb`` equals the security patch levels
 the VCEK was issued for and its ``chip_id`` equals the VCEK's hardware id (so the VCEK belongs to this chip
-at this TCB). Guest policy bit 19 (DEBUG) becomes ``Claims.debug``.
+at this TCB). Guest policy bit 19 (DEBUG) becomes ``Claims.debug``. TCB versions are read in the Milan and
+Genoa layout; Turin's layout differs and is not supported yet.
 """
 
 from __future__ import annotations
