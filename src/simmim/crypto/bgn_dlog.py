@@ -53,6 +53,24 @@ def _baby_steps(table_bits: int) -> tuple[np.ndarray, np.ndarray]:
     return keys[order], order.astype(np.int64)
 
 
+def prepare_table(bound: int, table_bits: int | None = None) -> int:
+    """Builds (once per process) the table `discrete_log` uses for this window; returns its log2 size.
+
+    For services that should not pay the build on their first decryption."""
+    table_bits = _check_window(bound, table_bits)
+    _baby_steps(table_bits)
+    return table_bits
+
+
+def _check_window(bound: int, table_bits: int | None) -> int:
+    if bound < 0:
+        raise CryptoError(f"the decryption bound must be non-negative, got {bound}")
+    table_bits = default_table_bits(bound) if table_bits is None else table_bits
+    if not 1 <= table_bits <= MAX_TABLE_BITS:
+        raise CryptoError(f"table_bits must be in [1, {MAX_TABLE_BITS}], got {table_bits}")
+    return table_bits
+
+
 def discrete_log(target: GT, bound: int, table_bits: int | None = None) -> int:
     """The m in [-bound, bound] with g^m = target; CryptoError when there is none.
 
@@ -61,11 +79,7 @@ def discrete_log(target: GT, bound: int, table_bits: int | None = None) -> int:
         bound: The window: results outside [-bound, bound] are reported as out of range.
         table_bits: log2 of the baby-step table (default: `default_table_bits(bound)`).
     """
-    if bound < 0:
-        raise CryptoError(f"the decryption bound must be non-negative, got {bound}")
-    table_bits = default_table_bits(bound) if table_bits is None else table_bits
-    if not 1 <= table_bits <= MAX_TABLE_BITS:
-        raise CryptoError(f"table_bits must be in [1, {MAX_TABLE_BITS}], got {table_bits}")
+    table_bits = _check_window(bound, table_bits)
     keys, exponents = _baby_steps(table_bits)
     g, step = gt_generator(), 1 << table_bits
     giant = (g**step).inverse()
