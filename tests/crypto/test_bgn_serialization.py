@@ -98,7 +98,7 @@ def test_envelope_errors(keys, blobs, name):
     blob = blobs[name]
     with pytest.raises(CryptoError, match="bad magic"):
         load(b"XXXX" + blob[4:], public)
-    with pytest.raises(CryptoError, match="unsupported BGN format version 2"):
+    with pytest.raises(CryptoError, match="unsupported HE format version 2"):
         load(blob[:4] + b"\x02" + blob[5:], public)
     with pytest.raises(CryptoError, match="expected a BGN"):
         load(wire.public_key_to_bytes(public), public)

@@ -1,7 +1,7 @@
 """Binary formats for BGN keys, encrypted embeddings and encrypted scores, versioned and validated.
 
-Same envelope as `serialization` (b"SMHE", a format version, a kind byte; numbers big-endian), with
-kinds 5-8. Points use mcl's compressed encodings: G1 48 bytes, G2 96, GT 576.
+Same envelope as `serialization` (b"SMHE", its format version, a kind byte; numbers big-endian),
+with kinds 5-8. Points use mcl's compressed encodings: G1 48 bytes, G2 96, GT 576.
 
     public key   X:G1  Y:G2
     private key  <public key body>  x:32  y:32
@@ -20,36 +20,29 @@ from __future__ import annotations
 
 import struct
 
+from simmim.crypto import serialization as envelope
 from simmim.crypto.bgn import Ciphertext, PrivateKey, ProductCiphertext, PublicKey
 from simmim.crypto.bgn_vectors import GALLERY, METRICS, QUERY, EncryptedEmbedding, EncryptedScore, ProductEncoding
 from simmim.crypto.pairing import G1, G2, GT
-from simmim.crypto.serialization import _HEADER, MAGIC, _Reader
+from simmim.crypto.serialization import _HEADER, MAGIC, VERSION, _Reader
 from simmim.errors import CryptoError
 
-VERSION = 1
 KIND_PUBLIC_KEY, KIND_PRIVATE_KEY, KIND_EMBEDDING, KIND_SCORES = 5, 6, 7, 8
-_KIND_NAMES = {KIND_PUBLIC_KEY: "BGN public key", KIND_PRIVATE_KEY: "BGN private key",
-               KIND_EMBEDDING: "BGN encrypted embedding", KIND_SCORES: "BGN encrypted scores"}
 _SCALAR_BYTES = 32
 _SIDES = {QUERY: 1, GALLERY: 2}
 _ENCODING = struct.Struct(">BBd")
 _EMBEDDING = struct.Struct(">16sB")
 _COUNT = struct.Struct(">I")
 
-
-def _open(data: bytes, kind: int) -> _Reader:
-    name = _KIND_NAMES[kind]
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise CryptoError(f"expected bytes for a {name}, got {type(data).__name__}")
-    reader = _Reader(bytes(data), name)
-    magic, version, found = reader.unpack(_HEADER, "the header")
-    if magic != MAGIC:
-        raise CryptoError(f"not a SimMIM HE {name} (bad magic bytes)")
-    if version != VERSION:
-        raise CryptoError(f"unsupported BGN format version {version} (this SimMIM reads version {VERSION})")
-    if found != kind:
-        raise CryptoError(f"expected a {name}, found a {_KIND_NAMES.get(found, f'kind {found}')}")
-    return reader
+# One envelope, one reader: BGN's kinds join the SMHE kind table, so `serialization` checks their
+# magic, version and kind and names them in its errors (and a BGN blob given to a Paillier loader is
+# named as such).
+_BGN_KINDS = {KIND_PUBLIC_KEY: "BGN public key", KIND_PRIVATE_KEY: "BGN private key",
+              KIND_EMBEDDING: "BGN encrypted embedding", KIND_SCORES: "BGN encrypted scores"}
+if any(envelope._KIND_NAMES.get(kind, name) != name for kind, name in _BGN_KINDS.items()):
+    raise ImportError("BGN blob kinds 5-8 collide with kinds defined in simmim.crypto.serialization")
+envelope._KIND_NAMES.update(_BGN_KINDS)
+_open = envelope._open
 
 
 def _element(reader: _Reader, group: type, field: str):
