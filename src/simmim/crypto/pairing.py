@@ -15,7 +15,9 @@ refuses otherwise, so a mismatched wheel fails at import, never by corrupting me
 
 Security-relevant choices:
 - Scalars that may be secret (plaintexts, randomness, key shares) are multiplied with mcl's
-  constant-time `mulCT`; `mul` is used only where the scalar is public.
+  constant-time `mulCT`; `mul` is used only where the scalar is public. GT exponentiation has no
+  constant-time variant in mcl's C API, so GT powers (decryption with the secret key, the random
+  exponents of re-randomisation) are variable-time.
 - Loading bytes: G1/G2 points must decode canonically (re-encoding gives the same bytes), lie on
   the curve and in the order-r subgroup (mcl checks both while `verifyOrder` is on, which this
   module sets); GT elements must satisfy x^r = 1, checked with a generic exponentiation that does
