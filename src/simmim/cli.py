@@ -17,7 +17,9 @@ from rich.console import Console
 
 from simmim.crypto.commands import he_app
 from simmim.errors import SimMIMError
+from simmim.federated.commands import fed_app
 from simmim.privacy.commands import budget_app, privacy_app, stats
+from simmim.tee.commands import app as tee_app
 from simmim.vault.commands import vault_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -28,6 +30,8 @@ app.add_typer(privacy_app, name="privacy")
 app.add_typer(budget_app, name="budget")
 app.add_typer(vault_app, name="vault")
 app.add_typer(he_app, name="he")
+app.add_typer(fed_app, name="fed")
+app.add_typer(tee_app, name="tee")
 app.command("stats")(stats)
 console = Console()
 DEFAULT_MODEL = Path("runs/demo/model")

@@ -11,6 +11,7 @@ import json
 import tomllib
 import typing
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -170,3 +171,9 @@ def load_config(path: str | Path) -> Config:
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
     return Config.from_dict(values)
+
+
+def packaged_config(name: str) -> Config:
+    """One of the configs shipped in `simmim/configs/` (`demo`, `demo-public`, `demo-private`, `quick`, ...)."""
+    with resources.as_file(resources.files("simmim") / "configs" / f"{name}.toml") as path:
+        return load_config(path)

@@ -13,10 +13,9 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from importlib import resources
 from pathlib import Path
 
-from simmim.config import Config, load_config
+from simmim.config import Config, packaged_config
 from simmim.data.splits import Splits, build_splits
 from simmim.eval.evaluate import Evaluation, evaluate
 from simmim.report import relative_to, write_report
@@ -26,12 +25,6 @@ from simmim.vault.demo_people import DemoVault, vault_of_people
 
 REFERENCE = "non-private"
 LEDGER_FILE = "privacy-ledger.db"
-
-
-def packaged_config(name: str) -> Config:
-    """One of the configs shipped in `simmim/configs/` (`demo`, `demo-public`, `demo-private`, `quick`, ...)."""
-    with resources.as_file(resources.files("simmim") / "configs" / f"{name}.toml") as path:
-        return load_config(path)
 
 
 def run_demo(out: str | Path, *, quick: bool = False, private: bool = True, progress: bool = True,

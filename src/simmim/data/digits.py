@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from simmim.data.records import Record
 from simmim.data.subjects import assign_subjects
@@ -46,6 +45,8 @@ def load_digits_records(image_size: int = 32, seed: int = 0) -> list[Record]:
     Returns:
         Records ``digits-{i:04d}`` with ``scene=None`` and ``extra={"label": digit}``.
     """
+    from sklearn.datasets import load_digits  # scikit-learn takes ~1 s to import; only this needs it
+
     digits = load_digits()
     rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM_TAG]))
     grey = np.rint(digits.images * (255 / _MAX_PIXEL)).astype(np.uint8)

@@ -27,7 +27,6 @@ from simmim.errors import CheckpointError, ConfigError
 from simmim.losses import SimMIMObjective
 from simmim.models import SimMIM, create_model
 from simmim.models.lora import LoRALinear, merge_lora
-from simmim.privacy.session import PrivateTraining
 from simmim.progress import progress_bar
 from simmim.train.checkpoint import latest_checkpoint, load_trainer_state, read_meta, save_checkpoint
 from simmim.train.finetune import choose_trained_parameters, load_initial_weights, starting_tokenizer
@@ -149,6 +148,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                      if splits.vault else None)
     private = None
     if cfg.privacy.dp:
+        from simmim.privacy.session import PrivateTraining  # the ledger and accountant: DP runs only
+
         if video_set is not None:
             raise ConfigError("DP training takes still images only for now: set data.video_train_size = 0")
         previous_job = (meta.get("privacy") or {}).get("ledger_job") if resume_from is not None else None

@@ -1,0 +1,48 @@
+"""The messages between the server app and the client app: names, and how values ride in Flower records.
+
+One round of each aggregation, as (message type: what the server sends -> what the party answers):
+
+    plain     train: global weights -> clipped update (float32)
+    paillier  train: global weights + the key holder's public key -> the update encrypted to it
+              query.decrypt (key holder only): the encrypted sum -> the sum
+              (once per run) query.keygen (key holder only): -> a fresh public key
+    secagg    train: global weights + RoundConfig -> PublicKeys (the clipped update stays with the party)
+              train.share: KeyDirectory -> EncryptedShares
+              train.mask: ShareDelivery -> the masked update (uint32 words)
+              train.unmask: UnmaskRequest -> UnmaskShares
+
+Secure-aggregation messages travel in their own versioned byte form (`secagg_messages.encode`); a
+masked update travels as a uint32 array so Flower chunks it like any tensor (4 bytes per parameter).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+TRAIN = "train"
+SHARE = "train.share"
+MASK = "train.mask"
+UNMASK = "train.unmask"
+KEYGEN = "query.keygen"
+DECRYPT = "query.decrypt"
+
+KEY_HOLDER_PARTITION = 0  # the party that holds the Paillier private key
+
+
+def records(*, arrays: dict[str, np.ndarray] | None = None, values: dict | None = None) -> RecordDict:
+    """A RecordDict with one ArrayRecord per named array and the scalars/bytes in 'values'."""
+    content = RecordDict()
+    for name, array in (arrays or {}).items():
+        content[name] = ArrayRecord({"data": Array(np.ascontiguousarray(array))})
+    if values:
+        content["values"] = ConfigRecord(values)
+    return content
+
+
+def array(content: RecordDict, name: str) -> np.ndarray:
+    return content.array_records[name]["data"].numpy()
+
+
+def value(content: RecordDict, name: str):
+    return content.config_records["values"][name]

@@ -1,0 +1,230 @@
+"""The server's side of federated SimMIM, as a Flower ServerApp: sampling, aggregation, DP, accounting.
+
+Per round: Poisson-sample the parties, send them the global weights, aggregate their clipped updates
+(plain, secure aggregation or Paillier), add DP-FedAvg noise to the sum, step the global model,
+evaluate it, and append the round to `out/rounds.jsonl`; before a round that would exceed the
+budget, stop. `out/result.json` is written at the end, also when the run fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from simmim.crypto import secagg_messages
+from simmim.crypto.aggregation import aggregate
+from simmim.crypto.paillier import PublicKey
+from simmim.crypto.secagg import SecAggServer, new_round
+from simmim.crypto.serialization import public_key_from_bytes, public_key_to_bytes, vector_to_bytes
+from simmim.errors import CryptoError, SimMIMError
+from simmim.federated import protocol
+from simmim.federated.dp import ClientLevelDp, sample_parties
+from simmim.federated.local import Federation, evaluate_global, parameter_vector
+from simmim.federated.settings import FedSettings
+
+app = ServerApp()
+log = logging.getLogger("simmim.federated")
+
+POLL_SECONDS = 0.05
+PAILLIER_BITS = 2048
+
+
+class RoundRefused(SimMIMError):
+    """A round that produced no update (too few parties, or secure aggregation refused it)."""
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    settings = FedSettings.from_run_config(context.run_config)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run_federation(grid, settings, out)
+    except Exception as error:  # the launcher must learn why, whatever it was
+        result = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+    (out / "result.json.tmp").write_text(json.dumps(result, indent=2))
+    (out / "result.json.tmp").replace(out / "result.json")
+
+
+def run_federation(grid: Grid, settings: FedSettings, out: Path) -> dict:
+    federation = Federation.from_settings(settings)
+    dp = ClientLevelDp.for_run(settings)
+    nodes = _wait_for_nodes(grid, settings)
+    weights = parameter_vector(federation.initial_model())
+    test = federation.test_records()
+    initial = evaluate_global(federation, weights, test)
+    history: list[dict] = []
+    key = _paillier_key(grid, nodes, settings.round_timeout) if settings.aggregation == "paillier" else None
+    stopped = None
+    for round_index in range(settings.rounds):
+        if not dp.allows(round_index + 1):
+            stopped = f"budget: round {round_index + 1} would take epsilon to {dp.epsilon(round_index + 1):.3f}"
+            break
+        started = time.perf_counter()
+        online = sorted(grid.get_node_ids())
+        sampled = sample_parties(online, settings.sample_rate)
+        record: dict = {"round": round_index + 1, "sampled": len(sampled)}
+        try:
+            total, contributors, metrics, upload = _aggregate(grid, settings, sampled, round_index, weights, key)
+            parties = settings.clients if dp.private else len(contributors)
+            weights = (weights + dp.noisy_average(total, settings.update_clip, parties)).astype(np.float32)
+            record |= {"contributors": len(contributors), "upload_bytes_per_parameter": upload / weights.size,
+                       "train_loss": float(np.mean([m["loss"] for m in metrics])) if metrics else None}
+        except (RoundRefused, CryptoError) as error:
+            record |= {"contributors": 0, "refused": str(error)}
+        record |= {"epsilon": dp.epsilon(round_index + 1), "seconds": time.perf_counter() - started,
+                   "metrics": evaluate_global(federation, weights, test)}
+        history.append(record)
+        with (out / "rounds.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        log.info("round %d: %s", round_index + 1, record)
+    completed = sum(1 for r in history if "refused" not in r)
+    np.save(out / "global-weights.npy", weights)
+    return {"rounds_completed": completed, "rounds_run": len(history), "stopped": stopped,
+            "epsilon": dp.epsilon(len(history)), "delta": settings.delta if dp.private else None,
+            "noise_multiplier": dp.noise_multiplier, "aggregation": settings.aggregation,
+            "initial_metrics": initial, "metrics": history[-1]["metrics"] if history else initial,
+            "rounds": history, "settings": settings.to_run_config()}
+
+
+def _aggregate(grid: Grid, settings: FedSettings, sampled: list[int], round_index: int, weights: np.ndarray,
+               key: tuple[int, PublicKey] | None):
+    """(sum of the clipped updates, contributing nodes, their metrics, bytes uploaded) for one round."""
+    needed = max(settings.min_clients, 2 if settings.aggregation != "plain" else 1)
+    if len(sampled) < needed:
+        raise RoundRefused(f"only {len(sampled)} parties sampled, the round needs {needed}")
+    base = {"round": round_index}
+    global_weights = {"global": weights}
+    if settings.aggregation == "plain":
+        replies = exchange(grid, {n: (protocol.TRAIN, protocol.records(arrays=global_weights, values=base))
+                                  for n in sampled}, settings.round_timeout)
+        _require(len(replies), needed, "returned updates")
+        updates = [protocol.array(r, "update") for r in replies.values()]
+        return (np.sum(updates, axis=0), list(replies), _metrics(replies),
+                sum(u.nbytes for u in updates) / len(updates))
+    if settings.aggregation == "paillier":
+        holder, public_key = key
+        values = base | {"public-key": public_key_to_bytes(public_key)}
+        replies = exchange(grid, {n: (protocol.TRAIN, protocol.records(arrays=global_weights, values=values))
+                                  for n in sampled}, settings.round_timeout)
+        _require(len(replies), needed, "returned encrypted updates")
+        ciphertexts = [protocol.value(r, "ciphertext") for r in replies.values()]
+        total = aggregate(ciphertexts, public_key)
+        answer = exchange(grid, {holder: (protocol.DECRYPT, protocol.records(values={
+            "sum": vector_to_bytes(total), "summands": len(ciphertexts)}))}, settings.round_timeout)
+        if holder not in answer:
+            raise RoundRefused("the key holder did not decrypt the sum")
+        return (protocol.array(answer[holder], "sum"), list(replies), _metrics(replies),
+                sum(len(c) for c in ciphertexts) / len(ciphertexts))
+    return _secure_aggregate(grid, settings, sampled, base, global_weights, weights.size)
+
+
+def _secure_aggregate(grid, settings: FedSettings, sampled: list[int], base: dict, global_weights: dict,
+                      size: int):
+    ids = {node: index + 1 for index, node in enumerate(sorted(sampled))}
+    nodes_of = {cid: node for node, cid in ids.items()}
+    threshold = settings.threshold or len(ids) // 2 + 1
+    config = new_round(ids.values(), threshold=threshold, vector_length=size, clip=settings.update_clip)
+    server = SecAggServer(config)
+    timeout = settings.round_timeout
+
+    def receive(replies: dict[int, RecordDict], step) -> None:
+        for node, reply in replies.items():
+            try:
+                step(secagg_messages.decode(protocol.value(reply, "secagg")))
+            except CryptoError as error:
+                log.warning("party %s: %s", node, error)
+
+    broadcast = secagg_messages.encode(config)
+    replies = exchange(grid, {n: (protocol.TRAIN, protocol.records(arrays=global_weights, values=base | {
+        "secagg": broadcast, "secagg-id": ids[n]})) for n in sampled}, timeout)
+    metrics = _metrics(replies)
+    receive(replies, server.receive_keys)
+    directory = server.key_directory()
+    encoded = secagg_messages.encode(directory)
+    replies = exchange(grid, {nodes_of[c]: (protocol.SHARE, protocol.records(values={"secagg": encoded}))
+                              for c in sorted(directory.encryption_keys)}, timeout)
+    receive(replies, server.receive_shares)
+    deliveries = server.share_deliveries()
+    replies = exchange(grid, {nodes_of[c]: (protocol.MASK, protocol.records(values={
+        "secagg": secagg_messages.encode(d)})) for c, d in deliveries.items()}, timeout)
+    upload = 0
+    for node, reply in replies.items():
+        words = protocol.array(reply, "masked")
+        upload += words.nbytes
+        try:
+            server.receive_masked_input(secagg_messages.MaskedInput(
+                round_id=protocol.value(reply, "round-id"), sender=int(protocol.value(reply, "sender")), words=words))
+        except CryptoError as error:
+            log.warning("party %s: %s", node, error)
+    request = server.unmask_request()
+    encoded = secagg_messages.encode(request)
+    replies = exchange(grid, {nodes_of[c]: (protocol.UNMASK, protocol.records(values={"secagg": encoded}))
+                              for c in request.survivors}, timeout)
+    receive(replies, server.receive_unmask_shares)
+    result = server.result()
+    contributors = [nodes_of[c] for c in result.contributors]
+    return result.dequantise(), contributors, metrics, upload / max(1, len(request.survivors))
+
+
+def exchange(grid: Grid, outgoing: dict[int, tuple[str, RecordDict]], timeout: float) -> dict[int, RecordDict]:
+    """Sends one message to each node and collects the replies that arrive within `timeout` seconds.
+
+    A node that does not answer in time, or answers with an error, is left out (it dropped).
+    Polls every POLL_SECONDS (Flower's own send_and_receive polls every 3 s).
+    """
+    if not outgoing:
+        return {}
+    messages = [Message(content, dst_node_id=node, message_type=kind) for node, (kind, content) in outgoing.items()]
+    pending = {mid: node for mid, node in zip(grid.push_messages(messages), outgoing) if mid}
+    replies: dict[int, RecordDict] = {}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for reply in grid.pull_messages(list(pending)):
+            node = pending.pop(reply.metadata.reply_to_message_id, None)
+            if node is None:
+                continue
+            if reply.has_error():
+                log.warning("party %s answered with an error: %s", node, reply.error.reason)
+            else:
+                replies[node] = reply.content
+        if pending:
+            time.sleep(POLL_SECONDS)
+    return replies
+
+
+def _wait_for_nodes(grid: Grid, settings: FedSettings) -> list[int]:
+    """Waits (up to round_timeout) for all parties to connect; at least min_clients must."""
+    deadline = time.monotonic() + settings.round_timeout
+    while len(list(grid.get_node_ids())) < settings.clients and time.monotonic() < deadline:
+        time.sleep(0.2)
+    nodes = sorted(grid.get_node_ids())
+    if len(nodes) < settings.min_clients:
+        raise RoundRefused(f"only {len(nodes)} SuperNodes connected, the run needs {settings.min_clients}")
+    return nodes
+
+
+def _paillier_key(grid: Grid, nodes: list[int], timeout: float) -> tuple[int, PublicKey]:
+    """Asks every node for a key; only the key-holding party (partition 0) makes one. (node, public key)."""
+    replies = exchange(grid, {n: (protocol.KEYGEN, protocol.records(values={"bits": PAILLIER_BITS}))
+                              for n in nodes}, timeout)
+    if len(replies) != 1:
+        raise RoundRefused(f"expected exactly one key-holding party, {len(replies)} answered")
+    (holder, reply), = replies.items()
+    return holder, public_key_from_bytes(protocol.value(reply, "public-key"))
+
+
+def _metrics(replies: dict[int, RecordDict]) -> list[dict]:
+    return [dict(reply.config_records["metrics"]) for reply in replies.values() if "metrics" in reply.config_records]
+
+
+def _require(count: int, needed: int, what: str) -> None:
+    if count < needed:
+        raise RoundRefused(f"only {count} parties {what}, the round needs {needed}")
