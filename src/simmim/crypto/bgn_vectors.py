@@ -167,8 +167,9 @@ def encrypted_score(query: EncryptedEmbedding, item: EncryptedEmbedding, metric:
     if metric == "inner-product":
         result = inner_product(query.values, item.values, query.public_key, rerandomise=rerandomise)
     else:
-        # -2 <X, Y> + ||X||^2 + ||Y||^2: the factor -2 goes on the query's points before the pairings.
-        doubled = [c.scale(-2) for c in query.values]
+        # -2 <X, Y> + ||X||^2 + ||Y||^2: the factor -2 goes on the query's points before the pairings,
+        # as -(c + c): a point addition and a negation, far cheaper than a scalar multiplication.
+        doubled = [-(c + c) for c in query.values]
         result = inner_product(doubled, item.values, query.public_key, plus_left=[query.squared_norm],
                                plus_right=[item.squared_norm], rerandomise=rerandomise)
     return EncryptedScore(result, encoding, metric)
