@@ -161,6 +161,9 @@ def test_pairing_product_equals_the_product_of_pairings_and_is_bilinear():
         expected = expected * pairing(a, b)
     assert pairing_product(left, right) == expected == gt_generator() ** (3 * 11 + 5 * 13 + 7 * 17)
     assert pairing_product([], []).is_one()
+    # Identity points (a loaded blob may hold them) contribute e(0, Q) = e(P, 0) = 1.
+    assert pairing_product([G1(), G1_GENERATOR], [G2_GENERATOR, G2()]).is_one()
+    assert pairing_product([*left, G1()], [*right, G2_GENERATOR]) == expected
     assert (gt_generator() ** ORDER).is_one()
     with pytest.raises(CryptoError):
         pairing_product(left, right[:2])
