@@ -24,7 +24,6 @@ from simmim.crypto.serialization import (
 )
 from simmim.errors import CryptoError
 from simmim.federated import protocol
-from simmim.federated.local import Federation, local_update
 from simmim.federated.settings import FedSettings
 
 app = ClientApp()
@@ -35,6 +34,8 @@ _CLIENT, _UPDATE = "secagg-client", "secagg-update"  # keys in the node's contex
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Local training from the global weights; the reply depends on the aggregation."""
+    from simmim.federated.local import Federation, local_update  # torch: only the training message needs it
+
     settings = FedSettings.from_run_config(context.run_config)
     party = _partition(context, settings)
     federation = Federation.from_settings(settings)

@@ -92,6 +92,7 @@ def local_update(federation: Federation, global_vector: np.ndarray, records: lis
                  party: int) -> tuple[np.ndarray, dict]:
     """`local_steps` AdamW steps on the party's records from the global weights; the clipped difference."""
     settings, cfg = federation.settings, federation.cfg
+    torch.set_num_threads(settings.threads)
     model = federation.initial_model()
     load_parameter_vector(model, global_vector)
     model.train()

@@ -60,6 +60,7 @@ def run_federation(grid: Grid, settings: FedSettings, out: Path) -> dict:
     weights = parameter_vector(federation.initial_model())
     test = federation.test_records()
     initial = evaluate_global(federation, weights, test)
+    _save_weights(out / "global" / "round-0000.npy", weights)
     history: list[dict] = []
     key = _paillier_key(grid, nodes, settings.round_timeout) if settings.aggregation == "paillier" else None
     stopped = None
@@ -81,12 +82,12 @@ def run_federation(grid: Grid, settings: FedSettings, out: Path) -> dict:
             record |= {"contributors": 0, "refused": str(error)}
         record |= {"epsilon": dp.epsilon(round_index + 1), "seconds": time.perf_counter() - started,
                    "metrics": evaluate_global(federation, weights, test)}
+        _save_weights(out / "global" / f"round-{round_index + 1:04d}.npy", weights)
         history.append(record)
         with (out / "rounds.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
         log.info("round %d: %s", round_index + 1, record)
     completed = sum(1 for r in history if "refused" not in r)
-    np.save(out / "global-weights.npy", weights)
     return {"rounds_completed": completed, "rounds_run": len(history), "stopped": stopped,
             "epsilon": dp.epsilon(len(history)), "delta": settings.delta if dp.private else None,
             "noise_multiplier": dp.noise_multiplier, "aggregation": settings.aggregation,
@@ -219,6 +220,15 @@ def _paillier_key(grid: Grid, nodes: list[int], timeout: float) -> tuple[int, Pu
         raise RoundRefused(f"expected exactly one key-holding party, {len(replies)} answered")
     (holder, reply), = replies.items()
     return holder, public_key_from_bytes(protocol.value(reply, "public-key"))
+
+
+def _save_weights(path: Path, weights: np.ndarray) -> None:
+    """The global model after a round, written whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with partial.open("wb") as f:
+        np.save(f, weights)
+    partial.replace(path)
 
 
 def _metrics(replies: dict[int, RecordDict]) -> list[dict]:

@@ -35,6 +35,8 @@ class FedSettings:
         min_clients: A round needs this many updates (more for secure aggregation's threshold).
         eval_items: Test records the server evaluates the global model on after every round.
         seed: Seeds the initial model and the local batches.
+        threads: Torch threads of each party's training process (parties on one machine share its cores;
+            with the same thread count a party's update is reproducible bit for bit).
         out: Directory where the server app writes `rounds.jsonl` and `result.json`.
     """
 
@@ -55,10 +57,11 @@ class FedSettings:
     min_clients: int = 2
     eval_items: int = 150
     seed: int = 0
+    threads: int = 1
     out: str = ""
 
     def __post_init__(self):
-        for name in ("clients", "rounds", "local_steps", "batch_size", "min_clients", "eval_items"):
+        for name in ("clients", "rounds", "local_steps", "batch_size", "min_clients", "eval_items", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"fed.{name} must be at least 1, got {getattr(self, name)}")
         if self.aggregation not in AGGREGATIONS:
