@@ -10,8 +10,9 @@ psycopg 3 driver) writers serialise on the audit head row (``FOR UPDATE``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, any_, bindparam, inspect
@@ -28,6 +29,7 @@ VAULT_URL_ENV = "SIMMIM_VAULT_URL"
 DEFAULT_VAULT_URL = "sqlite:///runs/vault.db"
 VERSION_TABLE = "vault_alembic_version"
 MIGRATIONS = Path(__file__).parent / "migrations"
+IN_CLAUSE = 500  # values per IN (...) query
 
 
 def vault_url(url: str | None = None) -> str:
@@ -65,6 +67,21 @@ def among(session: Session, column, values) -> ColumnElement[bool]:
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
     return column.in_(list(values))
+
+
+def in_batches(items: Sequence, size: int = IN_CLAUSE) -> Iterable[Sequence]:
+    """``items`` in slices small enough for one ``IN (...)`` query each."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite gives back naive datetimes; they were written in UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def _alembic_config(connection):
