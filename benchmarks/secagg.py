@@ -3,6 +3,9 @@
     python benchmarks/secagg.py [--length 1048576] [--clients 10,50] [--dropout-clients 50]
                                 [--dropouts 0,5,10,15,20,24] [--shamir-batch 10000] [--reps 5]
                                 [--quick] [--json] [--json-out FILE]
+                                [--loopback [--loopback-only] [--loopback-clients 3] [--loopback-rounds 3]
+                                 [--loopback-local-steps 20] [--loopback-config tiny] [--flower-poll 3]
+                                 [--flower-plain] [--loopback-workdir DIR]]
 
 Jobs:
 
@@ -24,6 +27,24 @@ Jobs:
                field elements each), ours one secret per call, and pycryptodome's
                Crypto.Protocol.SecretSharing.Shamir (one secret per call: its API), if installed.
 
+  loopback     (only with --loopback) a real deployment on this machine (LoopbackDeployment: a SuperLink
+               and --loopback-clients SuperNodes, separate processes on loopback HTTP), shared by every
+               run: --loopback-rounds federated rounds of SimMIM (config --loopback-config, local_steps
+               --loopback-local-steps, every party every round, no DP) with SimMIM's app and aggregation
+               "plain", then "secagg" (ours), then Flower's own SecAgg+ (benchmarks/flower_secaggplus:
+               the same model, partitions and local_update, FedAvg through
+               DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...)), secaggplus_mod on the parties).
+               A round's seconds are the server's: from sending the global weights to the new global
+               weights (evaluation excluded). Reported: the median round over rounds 2..R (round 1
+               includes one-off setup: each SuperNode fetches and unpacks the run's app bundle on its
+               first message, and the app's first imports), round 1 on its own, ratios to our plain
+               FedAvg, and the bytes each party uploads per parameter (its update or masked vector).
+               Flower's server polls for replies every 3 s (Grid.send_and_receive), ours every 0.05 s;
+               --flower-poll 3,0.05 also runs Flower's app polling every 0.05 s (the same loop, its
+               sleep changed), to separate the protocol's cost from the polling. --flower-plain adds
+               Flower's plain FedAvg (default fit workflow) at each poll interval. --loopback-only skips
+               the in-process jobs. --quick with --loopback: 2 rounds of 2 local steps.
+
 Every secure sum is checked against the float sum (error at most n half-steps of the quantisation
 plus float32 rounding) and every recovered secret against the original before figures are printed.
 Noise: the machine may be shared; ratios within one run are the figures to trust.
@@ -32,12 +53,17 @@ Noise: the machine may be shared; ratios within one run are the figures to trust
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import secrets
+import shutil
 import statistics
 import sys
+import tempfile
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -48,6 +74,8 @@ from simmim.crypto.secagg_local import run_in_process
 from simmim.errors import CryptoError
 
 CLIP = 1.0
+FLOWER_APP = Path(__file__).resolve().parent / "flower_secaggplus"
+FLOWER_STOCK_POLL = 3.0  # seconds: Flower's Grid.send_and_receive
 
 
 def sparse_degree(clients: int) -> int:
@@ -199,7 +227,114 @@ def bench_shamir(batch: int, quick: bool) -> list[dict]:
     return rows
 
 
+def flower_app(poll: float, workdir: Path) -> Path:
+    """benchmarks/flower_secaggplus as is (Flower's stock 3 s poll), or a copy polling every `poll` s."""
+    if poll == FLOWER_STOCK_POLL:
+        return FLOWER_APP
+    copy = workdir / f"flower-app-poll-{poll:g}"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(FLOWER_APP, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    pyproject = copy / "pyproject.toml"
+    text = pyproject.read_text()
+    if f"poll-seconds = {FLOWER_STOCK_POLL}" not in text:
+        raise SystemExit(f"{FLOWER_APP / 'pyproject.toml'} has no 'poll-seconds = {FLOWER_STOCK_POLL}' to change")
+    pyproject.write_text(text.replace(f"poll-seconds = {FLOWER_STOCK_POLL}", f"poll-seconds = {poll!r}"))
+    return copy
+
+
+def loopback_runs(polls: list[float], flower_plain: bool) -> list[tuple[str, str, str, float | None]]:
+    """(label, app, aggregation, Flower's poll seconds) of each run, in the order they run."""
+    runs = [("plain FedAvg (ours)", "simmim", "plain", None), ("secure aggregation (ours)", "simmim", "secagg", None)]
+    for poll in polls:
+        stock = " (stock 3 s poll)" if poll == FLOWER_STOCK_POLL else f" (poll {poll:g} s)"
+        if flower_plain:
+            runs.append(("Flower plain FedAvg" + stock, "flower", "plain", poll))
+        runs.append(("Flower SecAgg+" + stock, "flower", "secagg", poll))
+    return runs
+
+
+def bench_loopback(args) -> dict:
+    """R rounds of each run on one shared deployment; per-round seconds from the server's records."""
+    from simmim.federated.deployment import DeploymentError, LoopbackDeployment
+    from simmim.federated.settings import FedSettings
+
+    settings = FedSettings(config=args.loopback_config, clients=args.loopback_clients, rounds=args.loopback_rounds,
+                           local_steps=args.loopback_local_steps, aggregation="plain",
+                           min_clients=args.loopback_clients)
+    polls = [float(p) for p in args.flower_poll.split(",")]
+    with contextlib.ExitStack() as stack:
+        workdir = Path(args.loopback_workdir).resolve() if args.loopback_workdir else Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="secagg-loopback-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        deployment = stack.enter_context(LoopbackDeployment(settings.clients, workdir / "deployment"))
+        rows = []
+        for index, (label, app, aggregation, poll) in enumerate(loopback_runs(polls, args.flower_plain)):
+            app_dir = flower_app(poll, workdir) if app == "flower" else None
+            print(f"loopback: {label}, {settings.rounds} rounds ...", file=sys.stderr, flush=True)
+            row = {"run": label, "app": app, "aggregation": aggregation, "flower_poll_s": poll}
+            started = time.perf_counter()
+            try:
+                result = deployment.run(replace(settings, aggregation=aggregation), out=workdir / f"run-{index}",
+                                        app_dir=app_dir,
+                                        on_round=lambda r: print(f"  round {r['round']}: {r['seconds']:.2f} s",
+                                                                 file=sys.stderr, flush=True))
+            except DeploymentError as error:
+                print(f"  failed: {error}", file=sys.stderr)
+                rows.append(row | {"error": str(error)})
+                continue
+            rounds = result["rounds"]
+            seconds = [r["seconds"] for r in rounds]
+            timed = seconds[1:] if len(seconds) > 1 else seconds
+            uploads = [r["upload_bytes_per_parameter"] for r in rounds if r.get("upload_bytes_per_parameter")]
+            rows.append(row | {
+                "round_seconds": seconds, "round1_s": seconds[0] if seconds else None,
+                "median_s": statistics.median(timed) if timed else None,
+                "median_rounds": "2.." + str(len(seconds)) if len(seconds) > 1 else "1",
+                "contributors": [r.get("contributors") for r in rounds],
+                "upload_bytes_per_param": statistics.mean(uploads) if uploads else None,
+                "all_upload_bytes_per_param": rounds[-1].get("all_upload_bytes_per_parameter") if rounds else None,
+                "initial_test_loss": result.get("initial_metrics", {}).get("test_loss"),
+                "final_test_loss": (result.get("metrics") or {}).get("test_loss"),
+                "run_wall_s": time.perf_counter() - started})
+    plain = next((r["median_s"] for r in rows if r["app"] == "simmim" and r["aggregation"] == "plain"
+                  and r.get("median_s")), None)
+    for row in rows:
+        if plain and row.get("median_s"):
+            row["over_plain"] = row["median_s"] / plain
+    return {"clients": settings.clients, "rounds": settings.rounds, "local_steps": settings.local_steps,
+            "config": settings.config, "round1_excluded": settings.rounds > 1, "runs": rows}
+
+
+def print_loopback(loopback: dict) -> None:
+    excluded = loopback["round1_excluded"]
+    print(f"loopback rounds (a real deployment: SuperLink + {loopback['clients']} SuperNodes on loopback; "
+          f"config {loopback['config']}, {loopback['local_steps']} local steps, {loopback['rounds']} rounds each)")
+    print("| run | median round s | / plain FedAvg (ours) | round 1 s | all rounds s | upload B/param | "
+          "test loss before -> after |")
+    print("|---|---:|---:|---:|---|---:|---|")
+    for r in loopback["runs"]:
+        if "error" in r:
+            print(f"| {r['run']} | failed: {r['error'][:200]} | | | | | |")
+            continue
+        ratio = f"{r['over_plain']:.2f}x" if "over_plain" in r else "-"
+        upload = f"{r['upload_bytes_per_param']:.2f}" if r.get("upload_bytes_per_param") else "-"
+        losses = (f"{r['initial_test_loss']:.2f} -> {r['final_test_loss']:.2f}"
+                  if r.get("initial_test_loss") is not None and r.get("final_test_loss") is not None else "-")
+        print(f"| {r['run']} | {r['median_s']:.2f} | {ratio} | {r['round1_s']:.2f} | "
+              f"{', '.join(f'{s:.1f}' for s in r['round_seconds'])} | {upload} | {losses} |")
+    if excluded:
+        print("Median over rounds 2..R: round 1 is excluded (one-off setup: each SuperNode fetches and unpacks the "
+              "run's app bundle on its first message).")
+    else:
+        print("One round only: its time includes one-off setup (the app bundle's first fetch on each SuperNode).")
+    print("Goal (issue 6): ours at most 1.3x plain FedAvg. Flower's server polls for replies every 3 s, ours "
+          "every 0.05 s (see --flower-poll).")
+
+
 def print_tables(result: dict) -> None:
+    if "aggregation" not in result:
+        print_loopback(result["loopback"])
+        return
     print("aggregation (in-process, every message as bytes)")
     print("| n | graph | t | plain sum ms | round s | client mean ms | client max ms | server ms | "
           "round / plain | parallel / plain | upload B/param |")
@@ -229,6 +364,9 @@ def print_tables(result: dict) -> None:
         print(f"| {r['parties']} | {r['threshold']} | {r['ours_batched_split_s_per_secret'] * 1e6:.2f} | "
               f"{r['ours_batched_recover_s_per_secret'] * 1e6:.2f} | {r['ours_single_split_s'] * 1e6:.0f} | "
               f"{r['ours_single_recover_s'] * 1e6:.0f} | {theirs} |")
+    if "loopback" in result:
+        print()
+        print_loopback(result["loopback"])
 
 
 def main() -> None:
@@ -242,17 +380,36 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     parser.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
+    loopback = parser.add_argument_group("loopback rounds (a real deployment; off by default)")
+    loopback.add_argument("--loopback", action="store_true", help="also run the loopback rounds")
+    loopback.add_argument("--loopback-only", action="store_true", help="only the loopback rounds (implies --loopback)")
+    loopback.add_argument("--loopback-clients", type=int, default=3, help="SuperNodes (default 3)")
+    loopback.add_argument("--loopback-rounds", type=int, help="rounds per run (default 3; --quick: 2)")
+    loopback.add_argument("--loopback-local-steps", type=int, help="local steps per round (default 20; --quick: 2)")
+    loopback.add_argument("--loopback-config", default="tiny", help="model and data config (default tiny)")
+    loopback.add_argument("--flower-poll", default=str(FLOWER_STOCK_POLL),
+                          help="comma-separated seconds between the Flower server's polls, one Flower run each "
+                               "(default 3.0: Flower's own)")
+    loopback.add_argument("--flower-plain", action="store_true", help="also Flower's plain FedAvg, per poll interval")
+    loopback.add_argument("--loopback-workdir", metavar="DIR", help="keep the deployment's logs and runs in DIR")
     args = parser.parse_args()
     if args.quick:
         args.length, args.clients, args.dropout_clients, args.dropouts = 4096, "5", 10, "0,2,4"
         args.shamir_batch, args.reps = 100, 1
+    if args.loopback_rounds is None:
+        args.loopback_rounds = 2 if args.quick else 3
+    if args.loopback_local_steps is None:
+        args.loopback_local_steps = 2 if args.quick else 20
     clients = [int(c) for c in args.clients.split(",")]
     dropouts = [int(d) for d in args.dropouts.split(",")]
     started = time.perf_counter()
-    result = {"length": args.length,
-              "aggregation": bench_aggregation(clients, args.length, args.reps),
-              "dropouts": bench_dropouts(args.dropout_clients, dropouts, args.length),
-              "shamir": bench_shamir(args.shamir_batch, args.quick)}
+    result = {"length": args.length}
+    if not args.loopback_only:
+        result |= {"aggregation": bench_aggregation(clients, args.length, args.reps),
+                   "dropouts": bench_dropouts(args.dropout_clients, dropouts, args.length),
+                   "shamir": bench_shamir(args.shamir_batch, args.quick)}
+    if args.loopback or args.loopback_only:
+        result["loopback"] = bench_loopback(args)
     result["seconds"] = time.perf_counter() - started
     if args.json_out:
         with open(args.json_out, "w") as handle:

@@ -119,10 +119,12 @@ class LoopbackDeployment:
         self.supernodes[index].wait()
 
     def run(self, settings: FedSettings, *, out: str | Path | None = None, timeout: float | None = None,
-            on_round=None) -> dict:
+            on_round=None, app_dir: str | Path | None = None) -> dict:
         """Submits the app with `settings` and waits for its `result.json`; DeploymentError if it fails.
 
-        `on_round(record)` is called with each round's record as the server writes it.
+        `on_round(record)` is called with each round's record as the server writes it. `app_dir`
+        submits another Flower app directory instead of SimMIM's; it must take the FedSettings keys
+        as run config and write `out/rounds.jsonl` and `out/result.json` as SimMIM's server app does.
         """
         out = Path(out or self.workdir / "run").resolve()
         if out.exists():
@@ -131,7 +133,9 @@ class LoopbackDeployment:
         settings = replace(settings, out=str(out))
         overrides = self.workdir / "run-config.toml"
         overrides.write_text(tomli_w.dumps(settings.to_run_config()))
-        with resources.as_file(resources.files("simmim.federated") / "flower_app") as app_dir:
+        with contextlib.ExitStack() as stack:
+            if app_dir is None:
+                app_dir = stack.enter_context(resources.as_file(resources.files("simmim.federated") / "flower_app"))
             submitted = subprocess.run([_tool("flwr"), "run", str(app_dir), "loopback", "--run-config", str(overrides)],
                                        env=self._env(), capture_output=True, text=True, timeout=120)
         if submitted.returncode != 0:
