@@ -136,7 +136,7 @@ def test_rectify_replaces_content_keeps_history_and_refuses_owner_changes(vault,
         vault.rectify(dataclasses.replace(original, record_id="no-such-record"))
 
 
-def test_deletions_are_carried_to_a_restored_backup(db_url, key_source, records, tmp_path):
+def test_deletions_are_carried_to_a_restored_backup(db_url, key_source, records, tmp_path, audit_key_path):
     """A backup taken before a deletion still opens with the KEK; re-applying the tombstones shreds it there."""
     with Vault.create(db_url, key_source) as live:
         live.ingest(records)
@@ -155,6 +155,8 @@ def test_deletions_are_carried_to_a_restored_backup(db_url, key_source, records,
         assert deleted not in released and kept in released
         with pytest.raises(VaultError, match="its subject was deleted"):
             restored.ingest([r for r in records if r.subject_id == deleted])
+        report = restored.verify(audit_key_path)  # the shred of the deleted subject's consent is logged
+        assert report.ok and report.consents_checked == len(subjects) - 1, report.problems
     with Vault.open(backup_url, key_source, principal="admin") as restored, \
             pytest.raises(VaultError, match="malformed tombstone"):
         restored.apply_tombstones([{"ref": "not-a-ref", "deleted_at": "2026-01-01T00:00:00+00:00"}])

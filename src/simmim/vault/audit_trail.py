@@ -1,5 +1,5 @@
-"""The audit log seen from the vault: verifying it, reading its newest entries, and appending events of
-components outside the vault (the TEE key broker)."""
+"""The audit log seen from the vault: verifying it (and the consent rows against it), reading its newest
+entries, and appending events of components outside the vault (the TEE key broker)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from simmim.errors import VaultError
 from simmim.vault import access, audit
+from simmim.vault.consent_audit import CONSENT_LOG_ACTIONS, consent_problems
 from simmim.vault.database import transaction
 from simmim.vault.schema import AuditEntryRow
 from simmim.vault.unlocked import UnlockedVault
@@ -19,12 +20,16 @@ class AuditTrail(UnlockedVault):
     """`Vault.verify`, `audit_entries` and `record_event`."""
 
     def verify(self, audit_key: audit.AuditKey | str | Path | None = None) -> audit.VerifyReport:
-        """Checks the audit log's chain and signed checkpoints with the audit key (public or private)."""
+        """Checks the audit log's chain and signed checkpoints with the audit key (public or private), and every
+        consent row and consent event against the grants, withdrawals and deletions the log holds."""
         key = audit.AuditKey.load(audit_key) if isinstance(audit_key, (str, Path)) else (audit_key or self.audit_key)
         if key is None:
             raise VaultError("verify needs the audit public key: pass --audit-key")
         with self._operation(access.VERIFY, "audit-log") as session:
-            return audit.verify_log(session, key, self.vault_id)
+            report = audit.verify_log(session, key, self.vault_id)
+            report.consents_checked, problems = consent_problems(session)
+            report.problems.extend(problems)
+            return report
 
     def audit_entries(self, limit: int = 50) -> list[dict]:
         """The newest audit entries (pseudonyms only), newest last."""
@@ -42,10 +47,14 @@ class AuditTrail(UnlockedVault):
         ``details`` must hold no personal data: pseudonyms, measurements, counts and reasons only.
 
         Raises:
-            VaultError: If ``outcome`` is not one of the audit log's outcomes.
+            VaultError: If ``outcome`` is not one of the audit log's outcomes, or ``action`` is one the vault's
+                own operations log and `verify` reads (a consent change or a deletion).
         """
         if outcome not in (audit.ALLOWED, audit.DENIED, audit.DONE, audit.FAILED):
             raise VaultError(f"audit outcome must be allowed, denied, done or failed, got {outcome!r}")
+        if action in CONSENT_LOG_ACTIONS:
+            raise VaultError(f"audit action {action!r} is logged only by the vault's own operation; choose another "
+                             f"name")
         with transaction(self._engine) as session:
             audit.append(session, actor=self.principal or "(none)", action=action, resource=resource,
                          outcome=outcome, details=details)

@@ -2,7 +2,9 @@
 
 A grant or withdrawal writes an event (`ConsentEventRow`: the history), sets the current state
 (`ConsentStateRow`, what `release` selects on) and appends one audit entry (`CONSENT_GRANT` or
-`CONSENT_WITHDRAW`) listing the subjects' pseudonyms, in one transaction.
+`CONSENT_WITHDRAW`) listing the subjects' pseudonyms (and, as ``returning_subjects``, those let back
+in after a deletion, whose earlier consent rows are gone), in one transaction. `consent_audit`
+replays these entries to check the rows.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class Consent(UnlockedVault):
                 declared = ", ".join(session.scalars(select(PurposeRow.name).order_by(PurposeRow.name)))
                 raise VaultError(f"purpose {purpose!r} is not declared; declared: {declared}")
             sealing = SealingKeys(session, self._kek, self._kek_id)
-            refs = []
+            refs, returning = [], []
             for subject_id in dict.fromkeys(ids):
                 ref = self.subject_ref(subject_id)
                 subject_pk = session.scalar(select(SubjectRow.id).where(SubjectRow.ref == ref))
@@ -93,6 +95,7 @@ class Consent(UnlockedVault):
                     if active_tombstone:
                         tombstone.lifted_at = now  # the subject consents again: they may come back
                         purge_subject(session, subject_pk)
+                        returning.append(ref)
                     subject_pk = next(iter(add_subjects(session, [ref], sealing)))
                     created += 1
                 session.add(ConsentEventRow(subject_pk=subject_pk, purpose=purpose, granted=granted, at=now,
@@ -108,7 +111,8 @@ class Consent(UnlockedVault):
             audit.append(session, actor=self.principal, action=CONSENT_GRANT if granted else CONSENT_WITHDRAW,
                          resource="subjects", purpose=purpose,
                          details={"subjects": refs, "notice_version": notice_version, "source": source,
-                                  "new_subjects": created})
+                                  "new_subjects": created,
+                                  **({"returning_subjects": returning} if returning else {})})
         self._maybe_checkpoint()
         return created
 

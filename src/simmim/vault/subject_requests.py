@@ -39,6 +39,8 @@ from simmim.vault.subject_keys import SealingKeys
 from simmim.vault.subjects import live_subject, purge_subject
 from simmim.vault.unlocked import UnlockedVault
 
+SUBJECT_DELETED, TOMBSTONES_APPLIED = "delete-subject", "apply-tombstones"  # audit actions; `consent_audit` reads them
+
 
 @dataclass(frozen=True)
 class DeletionReport:
@@ -98,7 +100,7 @@ class SubjectRequests(UnlockedVault):
         with self._operation(access.DELETE, f"subject:{ref}", access.DSR_PURPOSE) as session:
             subject = live_subject(session, subject_id, ref)
             records, snapshots, checkpoints = shred_subject(session, subject.id, ref, utc_now())
-            audit.append(session, actor=self.principal, action="delete-subject", resource=f"subject:{ref}",
+            audit.append(session, actor=self.principal, action=SUBJECT_DELETED, resource=f"subject:{ref}",
                          purpose=access.DSR_PURPOSE, details={"records": records, "snapshots": snapshots,
                                                               "checkpoints": checkpoints, "step": "shred"})
         shred_seconds = time.perf_counter() - started
@@ -126,7 +128,7 @@ class SubjectRequests(UnlockedVault):
         """
         entries = [tombstone_entry(item) for item in tombstones]
         with self._operation(access.DELETE, "tombstones", access.DSR_PURPOSE) as session:
-            shredded = 0
+            shredded = []
             for ref, deleted_at, lifted_at in entries:
                 subject = session.scalars(select(SubjectRow).where(SubjectRow.ref == ref)).first()
                 current = session.get(TombstoneRow, ref)
@@ -134,12 +136,14 @@ class SubjectRequests(UnlockedVault):
                     continue  # this vault already knows this deletion (or a later one)
                 stale = subject is not None and aware(subject.created_at) <= deleted_at
                 shred_subject(session, subject.id if stale else None, ref, deleted_at, lifted_at)
-                shredded += stale
-            audit.append(session, actor=self.principal, action="apply-tombstones", resource="tombstones",
-                         purpose=access.DSR_PURPOSE, details={"tombstones": len(entries), "shredded": shredded})
+                if stale:
+                    shredded.append(ref)
+            audit.append(session, actor=self.principal, action=TOMBSTONES_APPLIED, resource="tombstones",
+                         purpose=access.DSR_PURPOSE, details={"tombstones": len(entries), "shredded": len(shredded),
+                                                              "shredded_subjects": sorted(shredded)})
         self.purge_shredded()
         self._maybe_checkpoint()
-        return shredded
+        return len(shredded)
 
     def purge_shredded(self) -> int:
         """Removes the rows of subjects whose keys were shredded (normally right after `delete_subject`)."""
