@@ -2,6 +2,7 @@ import json
 
 from simmim.config import Config
 from simmim.demo import packaged_config, run_demo
+from simmim.federated.settings import FedSettings
 
 
 def _tiny(**extra):
@@ -37,9 +38,12 @@ def test_private_demo_reports_dp_beside_non_private_and_public_models(tmp_path):
     values["finetune"] = {"lora_rank": 2, "train_modules": ["fusion"]}
     public = _tiny(data={"train_size": 200, "val_size": 20, "test_size": 20, "video_train_size": 20, "seed": 5,
                          "max_objects": 1})
-    first = run_demo(tmp_path / "out", config=Config.from_dict(values), public_config=public, progress=False)
+    first = run_demo(tmp_path / "out", config=Config.from_dict(values), public_config=public, progress=False,
+                     federated=False)
     # A second run into the same directory replaces the first, ledger included (the people are simulated).
-    summary = run_demo(tmp_path / "out", config=Config.from_dict(values), public_config=public, progress=False)
+    small = FedSettings(clients=2, rounds=1, local_steps=2, update_clip=10.0, aggregation="secagg", eval_items=20)
+    summary = run_demo(tmp_path / "out", config=Config.from_dict(values), public_config=public, progress=False,
+                       federated_settings=small)
     assert summary["privacy"]["ledger_job"] != first["privacy"]["ledger_job"]
     privacy = summary["privacy"]
     assert privacy["unit"] == "user" and privacy["epsilon_spent"] <= 8.0 and privacy["steps"] == 5
@@ -64,6 +68,9 @@ def test_private_demo_reports_dp_beside_non_private_and_public_models(tmp_path):
     assert release["subjects"] == choices["consented"] == privacy["units"]
     assert meta["vault"]["snapshot_id"] == reference["vault"]["snapshot_id"] == release["snapshot_id"]
     assert "never answered" in (out / "report.md").read_text()
+    # The report shows a federated run on a real loopback Flower deployment.
+    assert summary["federated"]["rounds_completed"] == 1 and summary["federated"]["rounds"][0]["contributors"] == 2
+    assert "federated.png" in (out / "report.md").read_text() and (out / "federated.png").stat().st_size > 1000
 
 
 def test_packaged_configs_load():

@@ -18,6 +18,8 @@ from pathlib import Path
 from simmim.config import Config, packaged_config
 from simmim.data.splits import Splits, build_splits
 from simmim.eval.evaluate import Evaluation, evaluate
+from simmim.federated.report import federated_demo, federated_section
+from simmim.federated.settings import FedSettings
 from simmim.report import relative_to, write_report
 from simmim.train.checkpoint import update_metrics
 from simmim.train.loop import TrainResult, train
@@ -28,7 +30,8 @@ LEDGER_FILE = "privacy-ledger.db"
 
 
 def run_demo(out: str | Path, *, quick: bool = False, private: bool = True, progress: bool = True,
-             config: Config | None = None, public_config: Config | None = None) -> dict:
+             config: Config | None = None, public_config: Config | None = None, federated: bool = True,
+             federated_settings: FedSettings | None = None) -> dict:
     """Runs the demo into `out` (`report.md`, `summary.json`, PNGs, the model in `out/model`).
 
     Args:
@@ -37,6 +40,8 @@ def run_demo(out: str | Path, *, quick: bool = False, private: bool = True, prog
             non-private model from scratch.
         config: replaces the packaged config of the (private) run.
         public_config: replaces the packaged config of the public pretraining (private demo only).
+        federated: also run federated training on a loopback Flower deployment (private demo only).
+        federated_settings: replaces the demo's federated run settings.
 
     Returns:
         The summary written to `summary.json`.
@@ -46,7 +51,8 @@ def run_demo(out: str | Path, *, quick: bool = False, private: bool = True, prog
     if not private:
         return _non_private_demo(out, config or packaged_config(name), quick=quick, progress=progress)
     return _private_demo(out, config or packaged_config(f"{name}-private"),
-                         public_config or packaged_config(f"{name}-public"), quick=quick, progress=progress)
+                         public_config or packaged_config(f"{name}-public"), quick=quick, progress=progress,
+                         federated=federated_settings or federated)
 
 
 def _trained_and_evaluated(cfg: Config, out: Path, splits: Splits, eval_splits: Splits,
@@ -70,12 +76,14 @@ def _non_private_demo(out: Path, cfg: Config, *, quick: bool, progress: bool) ->
     return {"metrics": evaluation.metrics, "privacy": result.privacy, "timing": timing}
 
 
-def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, progress: bool) -> dict:
+def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, progress: bool,
+                  federated: FedSettings | bool) -> dict:
     t0 = time.perf_counter()
     if not cfg.privacy.ledger:
         # The demo's people are simulated and regenerated each run: a run replaces the previous demo in
         # `out`, its models and its budget ledger together (a real dataset's ledger is never reset).
-        for previous in ("model", "checkpoints", "public", "non-private"):  # vault_of_people replaces vault/
+        # (vault_of_people replaces vault/; the federated run replaces its own folder's run/)
+        for previous in ("model", "checkpoints", "public", "non-private", "federated"):
             shutil.rmtree(out / previous, ignore_errors=True)
         (out / LEDGER_FILE).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
@@ -95,10 +103,18 @@ def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, pr
                                                            progress)
     dp = dataclasses.replace(tuned, privacy=dataclasses.replace(tuned.privacy, dp=True))
     result, evaluation = _trained_and_evaluated(dp, out, splits, splits, progress)
+    federated_started = time.perf_counter()
+    sections, federated_result = [], None
+    if federated:
+        federated_result = federated_demo(out / "federated", quick=quick,
+                                          settings=federated if isinstance(federated, FedSettings) else None)
+        federated_lines, federated_plot = federated_section(federated_result, out)
+        sections.append(("Federated run (Flower, secure aggregation)", federated_lines, federated_plot))
     timing = {"total_seconds": round(time.perf_counter() - t0, 1),
               "public_pretraining_seconds": round(public.seconds, 1),
               "non_private_fine_tuning_seconds": round(non_private.seconds, 1),
               "dp_fine_tuning_seconds": round(result.seconds, 1), "dp_steps": cfg.train.steps,
+              "federated_run_seconds": round(time.perf_counter() - federated_started, 1),
               "dp_examples_per_second": round(result.examples_per_second, 1)}
     privacy = result.privacy
     notes = [
@@ -121,10 +137,11 @@ def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, pr
     vault = {"people": people.people, "choices": people.choices, "release": people.released.lineage}
     write_report(out, title="SimMIM demo, differentially private" + (" (quick)" if quick else ""),
                  metrics=evaluation.metrics, samples=evaluation.samples, history=result.history, timing=timing,
-                 privacy=privacy, notes=notes, baselines=baselines, reference=REFERENCE, extra={"vault": vault})
+                 privacy=privacy, notes=notes, baselines=baselines, reference=REFERENCE,
+                 extra={"vault": vault, "federated": federated_result}, sections=sections)
     return {"metrics": evaluation.metrics, "privacy": privacy, "timing": timing, "baselines": baselines,
             "reference": REFERENCE, "relative_to_reference": relative_to(evaluation.metrics, non_private_eval.metrics),
-            "vault": vault}
+            "vault": vault, "federated": federated_result}
 
 
 HEADLINE = ("text_to_image_R@1", "caption_attribute_accuracy", "zero_shot_colour")

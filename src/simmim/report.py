@@ -156,12 +156,14 @@ COMPARED = ["text_to_image_R@1", "image_to_text_R@1", "caption_attribute_accurac
 
 def write_report(out: Path, *, title: str, metrics: dict, samples: dict, history: list[dict], timing: dict,
                  privacy: dict | None, notes: list[str] = (), baselines: dict[str, dict] | None = None,
-                 reference: str | None = None, extra: dict | None = None) -> tuple[Path, Path]:
+                 reference: str | None = None, extra: dict | None = None,
+                 sections: list[tuple[str, list[str], Path | None]] = ()) -> tuple[Path, Path]:
     """Write `report.md`, its PNGs and `summary.json` into `out`.
 
     With `baselines` (model name -> metrics of other models on the same test split), the report shows
     them beside this run's and each metric relative to the `reference` baseline (`summary.json` keys
-    `baselines` and `relative_to_reference`). `extra` goes into `summary.json` as it is.
+    `baselines` and `relative_to_reference`). `extra` goes into `summary.json` as it is. `sections` are
+    (heading, markdown lines, figure or None) for other runs the report shows.
     """
     out.mkdir(parents=True, exist_ok=True)
     figures = [("Loss curves", plot_losses(history, out / "loss_curves.png"))]
@@ -193,6 +195,10 @@ def write_report(out: Path, *, title: str, metrics: dict, samples: dict, history
               "\n".join(f"- {k}: {v}" for k, v in privacy.items()), ""]
     for caption, path in figures:
         parts += [f"## {caption}", "", f"![{caption}]({path.name})", ""]
+    for heading, lines, figure in sections:
+        parts += [f"## {heading}", "", *lines, ""]
+        if figure is not None:
+            parts += [f"![{heading}]({figure.relative_to(out)})", ""]
     report_path = out / "report.md"
     report_path.write_text("\n".join(parts))
     return report_path, summary_path

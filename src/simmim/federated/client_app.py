@@ -1,14 +1,17 @@
 """The party's side of federated SimMIM, as a Flower ClientApp.
 
 A SuperNode runs one fresh process per message, so what a party must remember between the messages
-of a secure-aggregation round (its secret keys, shares and its clipped update) is kept in the
-SuperNode's context state, on the party's own machine; it is erased when the round ends.
+of a secure-aggregation round (its secret keys and the shares it holds) is kept in the SuperNode's
+context state, on the party's own machine; it is erased when the round ends. The messages and
+their pipelining are in `protocol` and `secure_rounds`.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from simmim.crypto import secagg_messages
@@ -28,7 +31,9 @@ from simmim.federated.settings import FedSettings
 
 app = ClientApp()
 
-_CLIENT, _UPDATE = "secagg-client", "secagg-update"  # keys in the node's context state
+_CLIENTS = "secagg-clients"  # in the node's context state: round id -> that round's client state
+_KEEP_ROUNDS = 3  # states of rounds the server abandoned are dropped beyond this many
+log = logging.getLogger("simmim.federated")
 
 
 @app.train()
@@ -50,35 +55,15 @@ def train(msg: Message, context: Context) -> Message:
         public_key = public_key_from_bytes(protocol.value(content, "public-key"))
         reply = protocol.records(values={"ciphertext": encrypt_update(public_key, update, parties=settings.clients)})
     else:
-        config = secagg_messages.decode(protocol.value(content, "secagg"))
-        client = SecAggClient(int(protocol.value(content, "secagg-id")))
-        keys = client.advertise_keys(config)
-        _save(context, client, update)
-        reply = protocol.records(values={"secagg": secagg_messages.encode(keys)})
+        reply = _run_steps(context, content, update)
     reply["metrics"] = ConfigRecord({k: float(v) for k, v in metrics.items()})
     return Message(reply, reply_to=msg)
 
 
-@app.train("share")
-def share(msg: Message, context: Context) -> Message:
-    client, _ = _restore(context)
-    shares = _step(context, client, lambda: client.share_keys(_secagg(msg)))
-    return Message(protocol.records(values={"secagg": secagg_messages.encode(shares)}), reply_to=msg)
-
-
-@app.train("mask")
-def mask(msg: Message, context: Context) -> Message:
-    client, update = _restore(context)
-    masked = _step(context, client, lambda: client.mask_update(_secagg(msg), update))
-    return Message(protocol.records(arrays={"masked": masked.words},
-                                    values={"round-id": masked.round_id, "sender": masked.sender}), reply_to=msg)
-
-
-@app.train("unmask")
-def unmask(msg: Message, context: Context) -> Message:
-    client, _ = _restore(context)
-    shares = _step(context, client, lambda: client.unmask(_secagg(msg)))
-    return Message(protocol.records(values={"secagg": secagg_messages.encode(shares)}), reply_to=msg)
+@app.train("step")
+def step(msg: Message, context: Context) -> Message:
+    """Secure-aggregation steps that need no training: advertise keys, share keys, unmask."""
+    return Message(_run_steps(context, msg.content, None), reply_to=msg)
 
 
 @app.query("keygen")
@@ -113,35 +98,51 @@ def _partition(context: Context, settings: FedSettings) -> int:
     return party
 
 
-def _secagg(msg: Message):
-    return secagg_messages.decode(protocol.value(msg.content, "secagg"))
 
 
-def _save(context: Context, client: SecAggClient, update: np.ndarray | None = None) -> None:
-    context.state[_CLIENT] = ConfigRecord({"client": client.export_state()})
-    if update is not None:
-        context.state[_UPDATE] = protocol.records(arrays={"update": update})["update"]
+def _run_steps(context: Context, content, update: np.ndarray | None):
+    """Runs each secure-aggregation step of the message on the state of its round.
 
-
-def _restore(context: Context) -> tuple[SecAggClient, np.ndarray | None]:
-    if _CLIENT not in context.state:
-        raise CryptoError("no secure-aggregation round is open on this node")
-    client = SecAggClient.restore(context.state[_CLIENT]["client"])
-    stored: ArrayRecord | None = context.state.get(_UPDATE)
-    return client, (stored["data"].numpy() if stored is not None else None)
-
-
-def _step(context: Context, client: SecAggClient, step):
-    """Runs one protocol step; the client's state is saved whether it succeeds or aborts the round."""
-    try:
-        return step()
-    finally:
-        if client.stage in ("aborted", "done"):
-            _forget(context)
-        else:
-            _save(context, client)
-
-
-def _forget(context: Context) -> None:
-    for key in (_CLIENT, _UPDATE):
-        context.state.pop(key, None)
+    Rounds are told apart by their ids; each round's client state lives in the node's context
+    between messages and is erased when its round ends or aborts. A step this client refuses aborts
+    its own round only; the other round's step in the same message still runs.
+    """
+    saved = context.state.get(_CLIENTS)
+    states = dict(saved) if saved is not None else {}
+    answers, arrays, values = [], {}, {}
+    for data, client_id in zip(protocol.value(content, "steps"), protocol.value(content, "ids")):
+        key = None
+        try:
+            request = secagg_messages.decode(data)
+            key = request.round_id.hex()
+            if isinstance(request, secagg_messages.RoundConfig):
+                client = SecAggClient(int(client_id))
+            elif key in states:
+                client = SecAggClient.restore(states[key])
+            else:
+                raise CryptoError("a step for a round this party holds no state for")
+            try:
+                if isinstance(request, secagg_messages.ShareDelivery):
+                    if update is None:
+                        raise CryptoError("a share delivery without training")
+                    masked = client.mask_update(request, update)
+                    arrays["masked"] = masked.words
+                    values |= {"round-id": masked.round_id, "sender": masked.sender}
+                else:
+                    step_of = {secagg_messages.RoundConfig: client.advertise_keys,
+                               secagg_messages.KeyDirectory: client.share_keys,
+                               secagg_messages.UnmaskRequest: client.unmask}[type(request)]
+                    answers.append(secagg_messages.encode(step_of(request)))
+            finally:
+                if client.stage in ("aborted", "done"):
+                    states.pop(key, None)
+                else:
+                    states[key] = client.export_state()
+        except (CryptoError, KeyError) as error:
+            log.warning("secure-aggregation step refused (round %s): %s", key, error)
+    for stale in list(states)[:-_KEEP_ROUNDS]:
+        del states[stale]
+    context.state[_CLIENTS] = ConfigRecord(states)
+    if answers:
+        values["answers"] = answers
+    return protocol.records(arrays=arrays, values=values)

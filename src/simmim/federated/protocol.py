@@ -6,13 +6,16 @@ One round of each aggregation, as (message type: what the server sends -> what t
     paillier  train: global weights + the key holder's public key -> the update encrypted to it
               query.decrypt (key holder only): the encrypted sum -> the sum
               (once per run) query.keygen (key holder only): -> a fresh public key
-    secagg    train: global weights + RoundConfig -> PublicKeys (the clipped update stays with the party)
-              train.share: KeyDirectory -> EncryptedShares
-              train.mask: ShareDelivery -> the masked update (uint32 words)
-              train.unmask: UnmaskRequest -> UnmaskShares
+    secagg    train: global weights + this round's ShareDelivery (+ next round's RoundConfig)
+                     -> the masked update (uint32 words) (+ PublicKeys for the next round)
+              train.step: this round's UnmaskRequest (+ next round's KeyDirectory)
+                     -> UnmaskShares (+ EncryptedShares for the next round)
+              (`secure_rounds` explains the pipelining; the first round is set up by two train.step
+              messages carrying the RoundConfig, then the KeyDirectory)
 
-Secure-aggregation messages travel in their own versioned byte form (`secagg_messages.encode`); a
-masked update travels as a uint32 array so Flower chunks it like any tensor (4 bytes per parameter).
+Secure-aggregation steps travel as a list of server messages in their own versioned byte form
+(`secagg_messages.encode`) under "steps", answered under "answers"; a masked update travels as a
+uint32 array so Flower chunks it like any tensor (4 bytes per parameter).
 """
 
 from __future__ import annotations
@@ -21,9 +24,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 TRAIN = "train"
-SHARE = "train.share"
-MASK = "train.mask"
-UNMASK = "train.unmask"
+STEP = "train.step"
 KEYGEN = "query.keygen"
 DECRYPT = "query.decrypt"
 

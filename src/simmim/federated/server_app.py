@@ -18,15 +18,14 @@ import numpy as np
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from simmim.crypto import secagg_messages
 from simmim.crypto.aggregation import aggregate
 from simmim.crypto.paillier import PublicKey
-from simmim.crypto.secagg import SecAggServer, new_round
 from simmim.crypto.serialization import public_key_from_bytes, public_key_to_bytes, vector_to_bytes
 from simmim.errors import CryptoError, SimMIMError
 from simmim.federated import protocol
 from simmim.federated.dp import ClientLevelDp, sample_parties
 from simmim.federated.local import Federation, evaluate_global, parameter_vector
+from simmim.federated.secure_rounds import SecureRounds
 from simmim.federated.settings import FedSettings
 
 app = ServerApp()
@@ -63,17 +62,29 @@ def run_federation(grid: Grid, settings: FedSettings, out: Path) -> dict:
     _save_weights(out / "global" / "round-0000.npy", weights)
     history: list[dict] = []
     key = _paillier_key(grid, nodes, settings.round_timeout) if settings.aggregation == "paillier" else None
+    secure = (SecureRounds(lambda outgoing: exchange(grid, outgoing, settings.round_timeout),
+                           threshold=settings.threshold, vector_length=weights.size, clip=settings.update_clip)
+              if settings.aggregation == "secagg" else None)
     stopped = None
+    sampled = sample_parties(sorted(grid.get_node_ids()), settings.sample_rate)
     for round_index in range(settings.rounds):
         if not dp.allows(round_index + 1):
             stopped = f"budget: round {round_index + 1} would take epsilon to {dp.epsilon(round_index + 1):.3f}"
             break
         started = time.perf_counter()
-        online = sorted(grid.get_node_ids())
-        sampled = sample_parties(online, settings.sample_rate)
+        # Secure aggregation prepares the next round during this one, so its parties are drawn now.
+        has_next = round_index + 1 < settings.rounds and dp.allows(round_index + 2)
+        next_sampled = sample_parties(sorted(grid.get_node_ids()), settings.sample_rate) if has_next else None
         record: dict = {"round": round_index + 1, "sampled": len(sampled)}
         try:
-            total, contributors, metrics, upload = _aggregate(grid, settings, sampled, round_index, weights, key)
+            if secure is not None:
+                _require(len(sampled), max(settings.min_clients, 2), "sampled")
+                outcome = secure.run(sampled, weights, round_index, next_sampled)
+                total, contributors = outcome.total, outcome.contributors
+                metrics, upload = outcome.metrics, outcome.upload_per_party
+            else:
+                total, contributors, metrics, upload = _aggregate(grid, settings, sampled, round_index, weights,
+                                                                  key)
             parties = settings.clients if dp.private else len(contributors)
             weights = (weights + dp.noisy_average(total, settings.update_clip, parties)).astype(np.float32)
             record |= {"contributors": len(contributors), "upload_bytes_per_parameter": upload / weights.size,
@@ -87,6 +98,7 @@ def run_federation(grid: Grid, settings: FedSettings, out: Path) -> dict:
         with (out / "rounds.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
         log.info("round %d: %s", round_index + 1, record)
+        sampled = next_sampled or []
     completed = sum(1 for r in history if "refused" not in r)
     return {"rounds_completed": completed, "rounds_run": len(history), "stopped": stopped,
             "epsilon": dp.epsilon(len(history)), "delta": settings.delta if dp.private else None,
@@ -124,55 +136,7 @@ def _aggregate(grid: Grid, settings: FedSettings, sampled: list[int], round_inde
             raise RoundRefused("the key holder did not decrypt the sum")
         return (protocol.array(answer[holder], "sum"), list(replies), _metrics(replies),
                 sum(len(c) for c in ciphertexts) / len(ciphertexts))
-    return _secure_aggregate(grid, settings, sampled, base, global_weights, weights.size)
-
-
-def _secure_aggregate(grid, settings: FedSettings, sampled: list[int], base: dict, global_weights: dict,
-                      size: int):
-    ids = {node: index + 1 for index, node in enumerate(sorted(sampled))}
-    nodes_of = {cid: node for node, cid in ids.items()}
-    threshold = settings.threshold or len(ids) // 2 + 1
-    config = new_round(ids.values(), threshold=threshold, vector_length=size, clip=settings.update_clip)
-    server = SecAggServer(config)
-    timeout = settings.round_timeout
-
-    def receive(replies: dict[int, RecordDict], step) -> None:
-        for node, reply in replies.items():
-            try:
-                step(secagg_messages.decode(protocol.value(reply, "secagg")))
-            except CryptoError as error:
-                log.warning("party %s: %s", node, error)
-
-    broadcast = secagg_messages.encode(config)
-    replies = exchange(grid, {n: (protocol.TRAIN, protocol.records(arrays=global_weights, values=base | {
-        "secagg": broadcast, "secagg-id": ids[n]})) for n in sampled}, timeout)
-    metrics = _metrics(replies)
-    receive(replies, server.receive_keys)
-    directory = server.key_directory()
-    encoded = secagg_messages.encode(directory)
-    replies = exchange(grid, {nodes_of[c]: (protocol.SHARE, protocol.records(values={"secagg": encoded}))
-                              for c in sorted(directory.encryption_keys)}, timeout)
-    receive(replies, server.receive_shares)
-    deliveries = server.share_deliveries()
-    replies = exchange(grid, {nodes_of[c]: (protocol.MASK, protocol.records(values={
-        "secagg": secagg_messages.encode(d)})) for c, d in deliveries.items()}, timeout)
-    upload = 0
-    for node, reply in replies.items():
-        words = protocol.array(reply, "masked")
-        upload += words.nbytes
-        try:
-            server.receive_masked_input(secagg_messages.MaskedInput(
-                round_id=protocol.value(reply, "round-id"), sender=int(protocol.value(reply, "sender")), words=words))
-        except CryptoError as error:
-            log.warning("party %s: %s", node, error)
-    request = server.unmask_request()
-    encoded = secagg_messages.encode(request)
-    replies = exchange(grid, {nodes_of[c]: (protocol.UNMASK, protocol.records(values={"secagg": encoded}))
-                              for c in request.survivors}, timeout)
-    receive(replies, server.receive_unmask_shares)
-    result = server.result()
-    contributors = [nodes_of[c] for c in result.contributors]
-    return result.dequantise(), contributors, metrics, upload / max(1, len(request.survivors))
+    raise RoundRefused(f"unknown aggregation {settings.aggregation!r}")
 
 
 def exchange(grid: Grid, outgoing: dict[int, tuple[str, RecordDict]], timeout: float) -> dict[int, RecordDict]:
