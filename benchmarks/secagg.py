@@ -320,13 +320,16 @@ def print_loopback(loopback: dict) -> None:
         upload = f"{r['upload_bytes_per_param']:.2f}" if r.get("upload_bytes_per_param") else "-"
         losses = (f"{r['initial_test_loss']:.2f} -> {r['final_test_loss']:.2f}"
                   if r.get("initial_test_loss") is not None and r.get("final_test_loss") is not None else "-")
-        print(f"| {r['run']} | {r['median_s']:.2f} | {ratio} | {r['round1_s']:.2f} | "
-              f"{', '.join(f'{s:.1f}' for s in r['round_seconds'])} | {upload} | {losses} |")
+        short = [c != loopback["clients"] for c in r["contributors"]]  # a party dropped, or the round was refused
+        rounds = ", ".join(f"{s:.1f}" + ("*" if flag else "") for s, flag in zip(r["round_seconds"], short))
+        print(f"| {r['run']} | {r['median_s']:.2f} | {ratio} | {r['round1_s']:.2f} | {rounds} | {upload} | {losses} |")
     if excluded:
         print("Median over rounds 2..R: round 1 is excluded (one-off setup: each SuperNode fetches and unpacks the "
               "run's app bundle on its first message).")
     else:
         print("One round only: its time includes one-off setup (the app bundle's first fetch on each SuperNode).")
+    if any(c != loopback["clients"] for r in loopback["runs"] for c in r.get("contributors", [])):
+        print("* a round with fewer contributors than SuperNodes (a party dropped or the round was refused).")
     print("Goal (issue 6): ours at most 1.3x plain FedAvg. Flower's server polls for replies every 3 s, ours "
           "every 0.05 s (see --flower-poll).")
 
