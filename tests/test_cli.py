@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +80,8 @@ def test_data_check_counts_bad_records(tmp_path):
     (["train", "--config", "missing.toml"], "does not exist"),
     (["caption", "missing.png", "--model", "missing-model"], "does not exist"),
     (["eval", "no-such-checkpoint"], "does not exist"),
+    (["tee", "verify", "no-such-evidence", "--format", "nitro"], "no-such-evidence"),
+    (["fed", "run", "--clients", "0"], "clients"),
 ])
 def test_errors_are_one_line_without_traceback(tmp_path, args, needle):
     result = simmim(*args, cwd=tmp_path)
@@ -86,6 +89,14 @@ def test_errors_are_one_line_without_traceback(tmp_path, args, needle):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
+
+
+def test_tee_verify_runs_from_the_real_entry_point():
+    vectors = Path(__file__).parent / "tee" / "vectors" / "nitro"
+    result = simmim("tee", "verify", vectors / "nitro_attestation.b64", "--format", "nitro",
+                    "--now", "2024-09-07T14:37:39Z")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("verified: aws-nitro")
 
 
 def test_private_training_prints_its_guarantee(tmp_path):
