@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from simmim.vault.schema import RecordRow, SubjectRow, TombstoneRow
 from simmim.vault.subject_keys import SealingKeys
 from simmim.vault.subjects import add_subjects
 from simmim.vault.unlocked import UnlockedVault
+
+INSERT_BYTES = 32 << 20  # ciphertext held before it is written; the batch stays one transaction
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,11 @@ class Ingest(UnlockedVault):
             self._refuse_known_records(session, encoded)
             sealing = SealingKeys(session, self._kek, self._kek_id)
             subjects, new_subjects = self._subjects_for_ingest(session, encoded, sealing)
-            now, rows = utc_now(), []
-            for record, kind, payload, record_ref in encoded:
+            count, now, rows, pending_bytes = len(encoded), utc_now(), [], 0
+            queue = deque(encoded)  # consumed as sealed, so each plaintext can go once its ciphertext is made
+            del encoded
+            while queue:
+                record, kind, payload, record_ref = queue.popleft()
                 subject_pk, subject_ref = subjects[record.subject_id]
                 version, data_key = sealing.reserve(subject_pk, envelope.chunk_count(len(payload), self.chunk_bytes))
                 sealed = envelope.seal_payload(data_key, payload, record_ref=record_ref, subject_ref=subject_ref,
@@ -55,14 +61,17 @@ class Ingest(UnlockedVault):
                 rows.append({"ref": record_ref, "subject_pk": subject_pk, "kind": kind, "key_version": version,
                              "revision": 1, "plaintext_bytes": len(payload), "chunk_bytes": self.chunk_bytes,
                              "payload": sealed, "created_at": now, "updated_at": now})
+                pending_bytes += len(sealed)
+                if pending_bytes >= INSERT_BYTES and queue:  # the transaction keeps it all or nothing
+                    session.connection().execute(insert(RecordRow.__table__), rows)
+                    rows, pending_bytes = [], 0
             sealing.save()
             session.connection().execute(insert(RecordRow.__table__), rows)  # Core: no per-row ORM work
             audit.append(session, actor=self.principal, action="ingest", resource="records",
-                         details={"source": source_label(source), "records": len(encoded),
-                                  "new_subjects": new_subjects,
+                         details={"source": source_label(source), "records": count, "new_subjects": new_subjects,
                                   "subjects": sorted(ref for _, ref in subjects.values())})
         self._maybe_checkpoint()
-        return IngestReport(records=len(encoded), new_subjects=new_subjects)
+        return IngestReport(records=count, new_subjects=new_subjects)
 
     def ingest_path(self, path: str | Path, *, fmt: str = "auto", image_size: int = 32, max_caption_words: int = 20,
                     skip_bad: bool = False) -> IngestReport:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import Row, Select, func, insert, select
 from sqlalchemy.orm import Session
 
 from simmim.data.records import Record
@@ -47,6 +48,9 @@ class Release:
     excluded: dict[str, int]
 
 
+PAGE_ROWS = 64  # stored records fetched at a time when opening them
+
+
 class Releasing(UnlockedVault):
     """`Vault.release`."""
 
@@ -64,11 +68,14 @@ class Releasing(UnlockedVault):
         with self._operation(access.RELEASE, "records", purpose) as session:
             if session.get(PurposeRow, purpose) is None:
                 raise VaultError(f"purpose {purpose!r} is not declared")
-            consenting = stored_records().join(ConsentStateRow, ConsentStateRow.subject_pk == RecordRow.subject_pk)
-            rows = session.connection().execute(consenting.where(ConsentStateRow.purpose == purpose,
-                                                                 ConsentStateRow.granted.is_(True))
-                                                .order_by(RecordRow.ref)).all()
-            records, fingerprint, subject_refs = open_stored_records(session, self._kek, rows)
+            consenting = (stored_records().join(ConsentStateRow, ConsentStateRow.subject_pk == RecordRow.subject_pk)
+                          .where(ConsentStateRow.purpose == purpose, ConsentStateRow.granted.is_(True))
+                          .order_by(RecordRow.ref))
+            records, fingerprint, subject_refs = [], [], set()
+            for row, record, content_hash in opened_records(session, self._kek, consenting):
+                records.append(record)
+                fingerprint.append([row.ref, row.revision, content_hash])
+                subject_refs.add(row.subject_ref)
             excluded = self._excluded(session, purpose)
             snapshot_id = hashlib.sha256(json.dumps([purpose, fingerprint]).encode()).hexdigest()
             subjects_hash = hashlib.sha256("\n".join(sorted(subject_refs)).encode()).hexdigest()
@@ -102,12 +109,17 @@ def stored_records(*extra) -> Select:
                   RecordRow.chunk_bytes, RecordRow.plaintext_bytes, RecordRow.payload, *extra,
                   SubjectRow.ref.label("subject_ref")).join(SubjectRow, SubjectRow.id == RecordRow.subject_pk)
 
-def open_stored_records(session: Session, kek: bytes, rows) -> tuple[list[Record], list, set[str]]:
-    """Decrypts rows of `stored_records`; returns the records, their fingerprint entries and their subjects'
-    pseudonyms. A ciphertext that fails authentication raises, naming the record's pseudonym."""
-    data_keys = opening_keys(session, kek, {row.subject_pk: row.subject_ref for row in rows})
-    records, fingerprint, subject_refs = [], [], set()
-    for row in rows:
+def opened_records(session: Session, kek: bytes, query: Select) -> Iterator[tuple[Row, Record, str]]:
+    """Each row of ``query`` (a `stored_records` select) with its record decrypted and the SHA-256 of its plaintext.
+
+    Rows are fetched `PAGE_ROWS` at a time, so beside the records the caller keeps only one page of
+    ciphertexts is in memory, not every ciphertext of the set. A ciphertext that fails
+    authentication raises, naming the record's pseudonym.
+    """
+    owners = query.order_by(None).subquery()
+    subjects = dict(session.connection().execute(select(owners.c.subject_pk, owners.c.subject_ref).distinct()).all())
+    data_keys = opening_keys(session, kek, subjects)
+    for row in session.connection().execute(query.execution_options(yield_per=PAGE_ROWS)):
         data_key = data_keys.get((row.subject_pk, row.key_version))
         if data_key is None:
             raise VaultError(f"record {row.ref[:16]}: its data key is gone (the subject was shredded)")
@@ -116,7 +128,4 @@ def open_stored_records(session: Session, kek: bytes, rows) -> tuple[list[Record
                                           chunk_bytes=row.chunk_bytes, plaintext_bytes=row.plaintext_bytes,
                                           what=f"record {row.ref[:16]} (pseudonym) of subject "
                                                f"{row.subject_ref[:16]}")
-        records.append(decode_record(plaintext, f"record {row.ref[:16]}"))
-        fingerprint.append([row.ref, row.revision, hashlib.sha256(plaintext).hexdigest()])
-        subject_refs.add(row.subject_ref)
-    return records, fingerprint, subject_refs
+        yield row, decode_record(plaintext, f"record {row.ref[:16]}"), hashlib.sha256(plaintext).hexdigest()

@@ -25,7 +25,7 @@ from simmim.vault.database import aware, transaction, utc_now
 from simmim.vault.export import write_archive
 from simmim.vault.lineage import lineage_of
 from simmim.vault.payloads import check_id, encode_record
-from simmim.vault.release import open_stored_records, stored_records
+from simmim.vault.release import opened_records, stored_records
 from simmim.vault.schema import (
     ConsentEventRow,
     ConsentStateRow,
@@ -62,12 +62,14 @@ class SubjectRequests(UnlockedVault):
         ref = self.subject_ref(check_id(subject_id, "subject_id", "export"))
         with self._operation(access.EXPORT, f"subject:{ref}", access.DSR_PURPOSE) as session:
             subject = live_subject(session, subject_id, ref)
-            rows = session.execute(stored_records(RecordRow.created_at, RecordRow.updated_at)
-                                   .where(RecordRow.subject_pk == subject.id)
-                                   .order_by(RecordRow.created_at, RecordRow.id)).all()
-            records, _, _ = open_stored_records(session, self._kek, rows)
-            metas = [{"kind": row.kind, "revision": row.revision, "created_at": aware(row.created_at).isoformat(),
-                      "updated_at": aware(row.updated_at).isoformat()} for row in rows]
+            theirs = (stored_records(RecordRow.created_at, RecordRow.updated_at)
+                      .where(RecordRow.subject_pk == subject.id).order_by(RecordRow.created_at, RecordRow.id))
+            records, metas = [], []
+            for row, record, _ in opened_records(session, self._kek, theirs):
+                records.append(record)
+                metas.append({"kind": row.kind, "revision": row.revision,
+                              "created_at": aware(row.created_at).isoformat(),
+                              "updated_at": aware(row.updated_at).isoformat()})
             events = session.scalars(select(ConsentEventRow).where(ConsentEventRow.subject_pk == subject.id)
                                      .order_by(ConsentEventRow.id))
             history = [{"purpose": e.purpose, "granted": e.granted, "at": aware(e.at).isoformat(),
