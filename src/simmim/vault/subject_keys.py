@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from simmim.errors import VaultError
 from simmim.vault import envelope, keys
-from simmim.vault.database import among
+from simmim.vault.database import among, in_batches
 from simmim.vault.schema import SubjectKeyRow
 
 
@@ -54,8 +54,7 @@ class SealingKeys:
     def load(self, subjects: dict[int, str]) -> None:
         """Loads the newest key of each subject (primary key -> pseudonym) not loaded yet."""
         wanted = [pk for pk in subjects if pk not in self._slots]
-        for start in range(0, len(wanted), 500):
-            part = wanted[start:start + 500]
+        for part in in_batches(wanted):
             rows = self._session.execute(select(SubjectKeyRow.id, SubjectKeyRow.subject_pk, SubjectKeyRow.version,
                                                 SubjectKeyRow.wrapped, SubjectKeyRow.kek_id,
                                                 SubjectKeyRow.encryptions)
@@ -99,8 +98,8 @@ class SealingKeys:
         if new:
             self._session.connection().execute(insert(SubjectKeyRow.__table__), new)
         ids = list(counted)
-        for start in range(0, len(ids), 500):  # one statement per 500 keys, not one per key
-            part = {key_id: counted[key_id] for key_id in ids[start:start + 500]}
+        for batch in in_batches(ids):  # one statement per batch of keys, not one per key
+            part = {key_id: counted[key_id] for key_id in batch}
             self._session.connection().execute(update(SubjectKeyRow.__table__)
                                                .where(among(self._session, SubjectKeyRow.id, part))
                                                .values(encryptions=case(part, value=SubjectKeyRow.id)))
@@ -113,10 +112,10 @@ def opening_keys(session: Session, kek: bytes, subjects: dict[int, str]) -> dict
     """Every key version of the given subjects (primary key -> pseudonym), unwrapped: (pk, version) -> key."""
     found: dict[tuple[int, int], bytes] = {}
     pks = list(subjects)
-    for start in range(0, len(pks), 500):
+    for part in in_batches(pks):
         rows = session.execute(select(SubjectKeyRow.subject_pk, SubjectKeyRow.version, SubjectKeyRow.wrapped,
                                       SubjectKeyRow.kek_id)
-                               .where(among(session, SubjectKeyRow.subject_pk, pks[start:start + 500]))).all()
+                               .where(among(session, SubjectKeyRow.subject_pk, part))).all()
         for row in rows:
             found[(row.subject_pk, row.version)] = unwrap_data_key(kek, row.wrapped, subjects[row.subject_pk],
                                                                    row.version, row.kek_id)
