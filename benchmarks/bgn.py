@@ -27,21 +27,21 @@ within 1e-4) before any figure is printed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
 
+from one_core import add_output_arguments, run_on_one_core
 from simmim.crypto import bgn_serialization as wire
 from simmim.crypto.bgn import generate_keypair, inner_product
 from simmim.crypto.bgn_dlog import discrete_log, gt_generator, prepare_table
 from simmim.crypto.bgn_vectors import GALLERY, ProductEncoding, decrypt_score, encrypt_embedding, encrypted_score
 from simmim.crypto.pairing import GT, pairing
 
-GOAL_SECONDS = 0.5
+GOAL_SECONDS = 0.5  # per product of GOAL_DIM-dimensional vectors
+GOAL_DIM = 512
 BFV_PLAIN_MODULUS = 2199023288321  # a 42-bit prime = 1 mod 2N: batching works, results up to 2^41 are exact
 CKKS_MODULI, CKKS_SCALE_BITS, RING_DEGREE = (60, 40, 40, 60), 40, 8192
 
@@ -166,7 +166,7 @@ def run(args) -> dict:
             report[f"bytes_ratio_bgn_query_over_{scheme}"] = query_bytes / report[scheme]["vector_bytes"]
             report[f"result_bytes_ratio_bgn_over_{scheme}"] = score_bytes / report[scheme]["result_bytes"]
     report["batching_speedup"] = t_naive / times["bgn_no_rerandomise"]
-    report["goal_met"] = cpu_times["bgn"] <= GOAL_SECONDS
+    report["goal_met"] = cpu_times["bgn"] <= GOAL_SECONDS if args.dim == GOAL_DIM else None
     report["load_average"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return report
 
@@ -200,7 +200,8 @@ def print_table(report: dict) -> None:
                     "bytes_ratio_bgn_query_over_bfv", "result_bytes_ratio_bgn_over_ckks",
                     "result_bytes_ratio_bgn_over_bfv"):
             print(f"{key:<36}{report[key]:>10.4g}")
-    print(f"goal: BGN product <= {GOAL_SECONDS} s of one core: {'met' if report['goal_met'] else 'NOT MET'} "
+    verdict = {True: "met", False: "NOT MET", None: f"not judged (the goal is for --dim {GOAL_DIM})"}
+    print(f"goal: BGN product <= {GOAL_SECONDS} s of one core: {verdict[report['goal_met']]} "
           f"({b['product_cpu_seconds']:.3f} CPU s, {b['product_seconds']:.3f} s wall; load average "
           f"{report['load_average']})")
 
@@ -211,22 +212,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--fraction-bits", type=int, default=15)
     parser.add_argument("--no-tenseal", action="store_true", help="skip the CKKS and BFV (TenSEAL) figures")
-    parser.add_argument("--cpu", type=int, default=None, help="the one CPU to run on (default: the last allowed)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
+    add_output_arguments(parser)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        args.cpu = sorted(os.sched_getaffinity(0))[-1] if args.cpu is None else args.cpu
-        os.sched_setaffinity(0, {args.cpu})
-    report = run(args)
-    if args.json_out:
-        with open(args.json_out, "w") as handle:
-            json.dump(report, handle, indent=2)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print_table(report)
-    sys.stdout.flush()
+    run_on_one_core(args, run, print_table)
 
 
 if __name__ == "__main__":

@@ -40,15 +40,13 @@ Every result is decrypted and checked before any figure is printed.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import sys
 import time
 
 import numpy as np
 import phe
 
+from one_core import add_output_arguments, run_on_one_core
 from simmim.crypto.encoding import FixedPoint
 from simmim.crypto.linear import encrypted_linear
 from simmim.crypto.paillier import keypair_from_primes
@@ -270,24 +268,11 @@ def main() -> None:
     parser.add_argument("--phe-sum", type=int, default=2000, help="values per vector in phe's sum")
     parser.add_argument("--phe-decrypt", type=int, default=300, help="values phe decrypts per repetition")
     parser.add_argument("--no-ckks", action="store_true", help="skip the CKKS (TenSEAL) figures")
-    parser.add_argument("--cpu", type=int, default=None, help="the one CPU to run on (default: the last allowed)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
+    add_output_arguments(parser)
     args = parser.parse_args()
     if args.vectors > MAX_ADDITIONS:
         parser.error(f"--vectors at most {MAX_ADDITIONS} (the declared headroom)")
-    if hasattr(os, "sched_setaffinity"):
-        args.cpu = sorted(os.sched_getaffinity(0))[-1] if args.cpu is None else args.cpu
-        os.sched_setaffinity(0, {args.cpu})
-    report = run(args)
-    if args.json_out:
-        with open(args.json_out, "w") as handle:
-            json.dump(report, handle, indent=2)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print_table(report)
-    sys.stdout.flush()
+    run_on_one_core(args, run, print_table)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.default_workflows import default_fit_workflow
 from flwr.serverapp import Grid, ServerApp
 
+from simmim.federated.deployment import record_result
 from simmim.federated.local import Federation, evaluate_global, parameter_vector
 from simmim.federated.settings import FedSettings
 
@@ -39,12 +39,7 @@ def main(grid: Grid, context: Context) -> None:
     settings = FedSettings.from_run_config(context.run_config)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        result = run(grid, context, settings, float(context.run_config.get("poll-seconds", 3.0)), out)
-    except Exception as error:  # the launcher must learn why, whatever it was
-        result = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
-    (out / "result.json.tmp").write_text(json.dumps(result, indent=2))
-    (out / "result.json.tmp").replace(out / "result.json")
+    record_result(out, lambda: run(grid, context, settings, float(context.run_config.get("poll-seconds", 3.0)), out))
 
 
 class UploadCounter:

@@ -19,6 +19,8 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -178,3 +180,15 @@ class LoopbackDeployment:
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
+
+
+def record_result(out: Path, compute: Callable[[], dict]) -> None:
+    """What a server app does for `run` to learn the outcome: `out/result.json`, written whole, holding
+    `compute()`'s result or, if it raised, the error (whatever it was) and its traceback."""
+    try:
+        result = compute()
+    except Exception as error:  # the launcher must learn why, whatever it was
+        result = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+    partial = out / "result.json.tmp"
+    partial.write_text(json.dumps(result, indent=2))
+    partial.replace(out / "result.json")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from simmim.crypto.paillier import PublicKey
 from simmim.crypto.serialization import public_key_from_bytes, public_key_to_bytes, vector_to_bytes
 from simmim.errors import CryptoError, SimMIMError
 from simmim.federated import protocol
+from simmim.federated.deployment import record_result
 from simmim.federated.dp import ClientLevelDp, sample_parties
 from simmim.federated.local import Federation, evaluate_global, parameter_vector
 from simmim.federated.secure_rounds import SecureRounds
@@ -44,12 +44,7 @@ def main(grid: Grid, context: Context) -> None:
     settings = FedSettings.from_run_config(context.run_config)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        result = run_federation(grid, settings, out)
-    except Exception as error:  # the launcher must learn why, whatever it was
-        result = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
-    (out / "result.json.tmp").write_text(json.dumps(result, indent=2))
-    (out / "result.json.tmp").replace(out / "result.json")
+    record_result(out, lambda: run_federation(grid, settings, out))
 
 
 def run_federation(grid: Grid, settings: FedSettings, out: Path) -> dict:
