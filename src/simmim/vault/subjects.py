@@ -6,7 +6,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from simmim.errors import VaultError
-from simmim.vault.database import aware, utc_now
+from simmim.vault.database import among, aware, in_batches, utc_now
 from simmim.vault.schema import ConsentEventRow, ConsentStateRow, RecordRow, SubjectKeyRow, SubjectRow, TombstoneRow
 from simmim.vault.subject_keys import SealingKeys
 
@@ -16,12 +16,15 @@ def add_subjects(session: Session, refs: list[str], sealing: SealingKeys) -> dic
     if not refs:
         return {}
     now = utc_now()
-    created = session.execute(insert(SubjectRow).returning(SubjectRow.id, SubjectRow.ref,
-                                                           sort_by_parameter_order=True),
-                              [{"ref": ref, "created_at": now} for ref in refs]).all()
-    for pk, ref in created:
+    # One executemany, then one lookup: INSERT ... RETURNING of many rows runs row by row on SQLite.
+    session.execute(insert(SubjectRow), [{"ref": ref, "created_at": now} for ref in refs])
+    created = {}
+    for part in in_batches(refs):
+        created.update(session.execute(select(SubjectRow.id, SubjectRow.ref)
+                                       .where(among(session, SubjectRow.ref, part))).all())
+    for pk, ref in created.items():
         sealing.create(pk, ref)
-    return {pk: ref for pk, ref in created}
+    return created
 
 
 def live_subject(session: Session, subject_id: str, ref: str) -> SubjectRow:
