@@ -27,7 +27,9 @@ def federated_demo(out: Path, *, quick: bool = False, settings: FedSettings | No
 def federated_section(result: dict, out: Path) -> tuple[list[str], Path]:
     """Markdown lines describing the run, and a plot of the global model's test loss by round."""
     settings = result["settings"]
-    rows = ["| round | parties in the sum | test loss | text->image R@1 | upload (bytes/parameter) | seconds |",
+    chance = result["initial_metrics"]["chance_R@1"]
+    rows = [f"| round | parties in the sum | test loss | text->image R@1 (chance {chance:.3f}) | "
+            "upload (bytes/parameter) | seconds |",
             "|---|---|---|---|---|---|",
             f"| 0 (initial) | - | {result['initial_metrics']['test_loss']:.3f} | "
             f"{result['initial_metrics']['text_to_image_R@1']:.3f} | - | - |"]
