@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from simmim.errors import VaultError
@@ -97,12 +97,11 @@ class SealingKeys:
         counted = {s.row_id: s.encryptions for s in slots if s.row_id is not None and s.changed}
         if new:
             self._session.connection().execute(insert(SubjectKeyRow.__table__), new)
-        ids = list(counted)
-        for batch in in_batches(ids):  # one statement per batch of keys, not one per key
-            part = {key_id: counted[key_id] for key_id in batch}
-            self._session.connection().execute(update(SubjectKeyRow.__table__)
-                                               .where(among(self._session, SubjectKeyRow.id, part))
-                                               .values(encryptions=case(part, value=SubjectKeyRow.id)))
+        if counted:  # one executemany (pipelined by psycopg); a CASE over many ids is quadratic on SQLite
+            table = SubjectKeyRow.__table__
+            self._session.connection().execute(
+                update(table).where(table.c.id == bindparam("key_id")).values(encryptions=bindparam("count")),
+                [{"key_id": key_id, "count": count} for key_id, count in counted.items()])
         self._retired.clear()
         for slot in self._slots.values():
             slot.changed = False
