@@ -79,10 +79,6 @@ class FedSettings:
         if self.aggregation == "secagg" and self.clients < 2:
             raise ConfigError("secure aggregation needs at least 2 parties")
 
-    @property
-    def private(self) -> bool:
-        return self.noise_multiplier > 0 or self.epsilon > 0
-
     def to_run_config(self) -> dict:
         """Flower's run config: flat scalars, keys in kebab case."""
         return {field.name.replace("_", "-"): getattr(self, field.name) for field in dataclasses.fields(self)}
