@@ -14,6 +14,7 @@ it adds the noise as told (docs/federated.md).
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ class ClientLevelDp:
     def private(self) -> bool:
         return self.noise_multiplier > 0
 
+    @functools.cache  # noqa: B019 - a frozen, hashable value; each round asks for the next two counts again
     def epsilon(self, rounds: int) -> float | None:
         """Epsilon after `rounds` rounds (0 rounds: 0; None without noise: no guarantee)."""
         if not self.private:
