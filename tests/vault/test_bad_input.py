@@ -156,6 +156,7 @@ def test_a_flipped_ciphertext_byte_is_an_authentication_error_naming_the_record(
     run_sql(db_url, "UPDATE vault_records SET payload = :p WHERE id = :i", p=row.payload, i=row.id)
     assert len(vault.release("model-training").records) == 4  # restored: all authenticate again
     key = run_sql(db_url, "SELECT id, wrapped FROM vault_subject_keys ORDER BY id")[0]
-    run_sql(db_url, "UPDATE vault_subject_keys SET wrapped = :w WHERE id = :i", w=key.wrapped[:-1] + b"\x00", i=key.id)
+    flipped_key = key.wrapped[:-1] + bytes([key.wrapped[-1] ^ 1])  # overwriting with 0 left it unchanged 1 in 256
+    run_sql(db_url, "UPDATE vault_subject_keys SET wrapped = :w WHERE id = :i", w=flipped_key, i=key.id)
     with pytest.raises(VaultError, match="data key 1 of subject [0-9a-f]{16} does not unwrap"):
         vault.release("model-training")

@@ -2,12 +2,15 @@
 
 import base64
 import dataclasses
+import json
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from simmim.errors import VaultError
-from simmim.vault import Argon2Cost, KeySource, Vault, envelope, write_key_file
+from simmim.vault import Argon2Cost, KeySource, Vault, envelope, keys, write_key_file
 from simmim.vault.envelope import PayloadAuthenticationError, open_payload, seal_payload
 
 from .conftest import TEST_KEY, run_sql, subjects_of
@@ -136,3 +139,9 @@ def test_rotation_rewraps_data_keys_without_touching_records(vault, db_url, reco
     with Vault.open(db_url, new_source, principal="admin", audit_key=audit_key_path) as reopened:
         assert len(reopened.release("evaluation").records) == len(records)
         assert reopened.verify().ok
+
+
+@given(st.lists(st.text(), min_size=1, max_size=4))
+def test_wrapping_contexts_are_the_json_arrays_of_their_parts(parts):
+    # Stored wrapped keys were bound to this exact encoding; it must not drift.
+    assert keys._context(*parts) == b"simmim-vault/v1/" + json.dumps(parts, separators=(",", ":")).encode()

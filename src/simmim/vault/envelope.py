@@ -46,10 +46,15 @@ def _associated(record_ref: str, subject_ref: str, key_version: int, revision: i
                      _NUMBERS.pack(key_version, revision, index, count)))
 
 
-def seal_payload(data_key: bytes, plaintext: bytes, *, record_ref: str, subject_ref: str, key_version: int,
+def cipher(data_key: bytes | AESGCM) -> AESGCM:
+    """The AES-GCM cipher of a data key (given as bytes, or as the cipher already made for it)."""
+    return data_key if isinstance(data_key, AESGCM) else AESGCM(data_key)
+
+
+def seal_payload(data_key: bytes | AESGCM, plaintext: bytes, *, record_ref: str, subject_ref: str, key_version: int,
                  revision: int, chunk_bytes: int) -> bytes:
     """Encrypts a payload (see the module docstring for the layout and associated data)."""
-    aead = AESGCM(data_key)
+    aead = cipher(data_key)
     count = chunk_count(len(plaintext), chunk_bytes)
     sealed = []
     for index in range(count):
@@ -60,14 +65,14 @@ def seal_payload(data_key: bytes, plaintext: bytes, *, record_ref: str, subject_
     return b"".join(sealed)
 
 
-def open_payload(data_key: bytes, payload: bytes, *, record_ref: str, subject_ref: str, key_version: int,
+def open_payload(data_key: bytes | AESGCM, payload: bytes, *, record_ref: str, subject_ref: str, key_version: int,
                  revision: int, chunk_bytes: int, plaintext_bytes: int, what: str) -> bytes:
     """Decrypts and authenticates a payload; ``what`` names the record in the error.
 
     Raises:
         PayloadAuthenticationError: If any chunk fails authentication or the layout is off.
     """
-    aead = AESGCM(data_key)
+    aead = cipher(data_key)
     count = chunk_count(plaintext_bytes, chunk_bytes)
     overhead = NONCE_BYTES + TAG_BYTES
     if len(payload) != plaintext_bytes + count * overhead:

@@ -18,7 +18,7 @@ from simmim.vault import access, audit, envelope
 from simmim.vault.database import among, in_batches, utc_now
 from simmim.vault.imports import read_for_ingest
 from simmim.vault.payloads import encode_record
-from simmim.vault.schema import RecordRow, SubjectRow, TombstoneRow
+from simmim.vault.schema import RecordRow, TombstoneRow
 from simmim.vault.subject_keys import SealingKeys
 from simmim.vault.subjects import add_subjects
 from simmim.vault.unlocked import UnlockedVault
@@ -55,8 +55,8 @@ class Ingest(UnlockedVault):
             while queue:
                 record, kind, payload, record_ref = queue.popleft()
                 subject_pk, subject_ref = subjects[record.subject_id]
-                version, data_key = sealing.reserve(subject_pk, envelope.chunk_count(len(payload), self.chunk_bytes))
-                sealed = envelope.seal_payload(data_key, payload, record_ref=record_ref, subject_ref=subject_ref,
+                version, cipher = sealing.reserve(subject_pk, envelope.chunk_count(len(payload), self.chunk_bytes))
+                sealed = envelope.seal_payload(cipher, payload, record_ref=record_ref, subject_ref=subject_ref,
                                                key_version=version, revision=1, chunk_bytes=self.chunk_bytes)
                 rows.append({"ref": record_ref, "subject_pk": subject_pk, "kind": kind, "key_version": version,
                              "revision": 1, "plaintext_bytes": len(payload), "chunk_bytes": self.chunk_bytes,
@@ -114,22 +114,22 @@ class Ingest(UnlockedVault):
         for record, *_ in encoded:
             first_record.setdefault(record.subject_id, record)
         refs = {subject_id: self.subject_ref(subject_id) for subject_id in first_record}
-        known: dict[str, int] = {}
+        known = sealing.find(list(refs.values()))
+        # Only a subject without a row can be tombstoned: deletion removes the row, and a returning
+        # subject's tombstone is lifted (by a new consent) before their row is made again.
+        new_refs = [ref for ref in refs.values() if ref not in known]
         tombstoned: set[str] = set()
-        for part in in_batches(list(refs.values())):
-            known.update({ref: pk for pk, ref in session.execute(select(SubjectRow.id, SubjectRow.ref)
-                                                                 .where(among(session, SubjectRow.ref, part)))})
+        for part in in_batches(new_refs):
             tombstoned.update(session.scalars(select(TombstoneRow.ref).where(among(session, TombstoneRow.ref, part),
                                                                               TombstoneRow.lifted_at.is_(None))))
         for subject_id, ref in refs.items():
             if ref in tombstoned:
                 raise VaultError(f"record {first_record[subject_id].record_id!r}: its subject was deleted and has not "
                                  f"consented again; refused (nothing of this batch was stored)")
-        sealing.load({pk: ref for ref, pk in known.items()})
-        new_refs = [ref for ref in refs.values() if ref not in known]
         for pk, ref in add_subjects(session, new_refs, sealing).items():
             known[ref] = pk
         return {subject_id: (known[ref], ref) for subject_id, ref in refs.items()}, len(new_refs)
+
 
 def source_label(source: str) -> str:
     """Where a batch came from, for the log: a file's name could be personal, so it is hashed."""

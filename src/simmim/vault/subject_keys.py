@@ -11,25 +11,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from simmim.errors import VaultError
 from simmim.vault import envelope, keys
 from simmim.vault.database import among, in_batches
-from simmim.vault.schema import SubjectKeyRow
+from simmim.vault.schema import SubjectKeyRow, SubjectRow
 
 
-def unwrap_data_key(kek: bytes, wrapped: bytes, subject_ref: str, version: int, kek_id: str) -> bytes:
+def unwrap_data_key(kek: bytes | keys.KeyWrapper, wrapped: bytes, subject_ref: str, version: int, kek_id: str) -> bytes:
     """The plain data key, or a `VaultError` naming the subject's pseudonym if it does not unwrap."""
-    key = keys.unwrap(kek, wrapped, keys.data_key_context(subject_ref, version, kek_id))
+    wrapper = kek if isinstance(kek, keys.KeyWrapper) else keys.KeyWrapper(kek)
+    key = wrapper.unwrap(wrapped, keys.data_key_context(subject_ref, version, kek_id))
     if key is None:
         raise VaultError(f"data key {version} of subject {subject_ref[:16]} does not unwrap: it was changed or moved")
     return key
-
-
-def wrap_data_key(kek: bytes, data_key: bytes, subject_ref: str, version: int, kek_id: str) -> bytes:
-    return keys.wrap(kek, data_key, keys.data_key_context(subject_ref, version, kek_id))
 
 
 @dataclass
@@ -41,13 +39,25 @@ class _Slot:
     encryptions: int
     row_id: int | None  # None until the new key is saved
     changed: bool = False
+    _cipher: AESGCM | None = None
+
+    @property
+    def cipher(self) -> AESGCM:
+        if self._cipher is None:
+            self._cipher = AESGCM(self.data_key)
+        return self._cipher
+
+
+_KEY_COLUMNS = (SubjectKeyRow.id, SubjectKeyRow.subject_pk, SubjectKeyRow.version, SubjectKeyRow.wrapped,
+                SubjectKeyRow.kek_id, SubjectKeyRow.encryptions)
 
 
 class SealingKeys:
     """The newest data key of each subject a transaction seals for."""
 
     def __init__(self, session: Session, kek: bytes, kek_id: str) -> None:
-        self._session, self._kek, self._kek_id = session, kek, kek_id
+        self._session, self._kek_id = session, kek_id
+        self._wrapper = keys.KeyWrapper(kek)
         self._slots: dict[int, _Slot] = {}
         self._retired: list[_Slot] = []
 
@@ -55,28 +65,47 @@ class SealingKeys:
         """Loads the newest key of each subject (primary key -> pseudonym) not loaded yet."""
         wanted = [pk for pk in subjects if pk not in self._slots]
         for part in in_batches(wanted):
-            rows = self._session.execute(select(SubjectKeyRow.id, SubjectKeyRow.subject_pk, SubjectKeyRow.version,
-                                                SubjectKeyRow.wrapped, SubjectKeyRow.kek_id,
-                                                SubjectKeyRow.encryptions)
-                                         .where(among(self._session, SubjectKeyRow.subject_pk, part))).all()
-            newest = {}
+            rows = self._session.connection().execute(
+                select(*_KEY_COLUMNS).where(among(self._session, SubjectKeyRow.subject_pk, part))).all()
+            self._take_newest(rows, {pk: subjects[pk] for pk in part})
+
+    def find(self, refs: list[str]) -> dict[str, int]:
+        """The subjects among these pseudonyms that exist (pseudonym -> primary key), their newest keys
+        loaded: one query per slice of ``refs`` for the subjects and their keys together."""
+        found: dict[str, int] = {}
+        for part in in_batches(refs):
+            rows = self._session.connection().execute(
+                select(SubjectRow.ref, *_KEY_COLUMNS)
+                .join(SubjectKeyRow, SubjectKeyRow.subject_pk == SubjectRow.id, isouter=True)
+                .where(among(self._session, SubjectRow.ref, part))).all()
+            subjects = {}
             for row in rows:
-                if row.subject_pk not in newest or row.version > newest[row.subject_pk].version:
-                    newest[row.subject_pk] = row
-            for pk in part:
-                row = newest.get(pk)
-                if row is None:
-                    raise VaultError(f"subject {subjects[pk][:16]} has no data key (it was shredded)")
-                self._slots[pk] = _Slot(pk, subjects[pk], row.version,
-                                        unwrap_data_key(self._kek, row.wrapped, subjects[pk], row.version, row.kek_id),
-                                        row.encryptions, row.id)
+                subjects[row.subject_pk] = row.ref
+                found[row.ref] = row.subject_pk
+            self._take_newest([row for row in rows if row.id is not None],
+                              {pk: ref for pk, ref in subjects.items() if pk not in self._slots})
+        return found
+
+    def _take_newest(self, rows, subjects: dict[int, str]) -> None:
+        """Makes a slot for each of ``subjects`` (pk -> pseudonym) from the newest of its key ``rows``."""
+        newest = {}
+        for row in rows:
+            if row.subject_pk not in newest or row.version > newest[row.subject_pk].version:
+                newest[row.subject_pk] = row
+        for pk, ref in subjects.items():
+            row = newest.get(pk)
+            if row is None:
+                raise VaultError(f"subject {ref[:16]} has no data key (it was shredded)")
+            self._slots[pk] = _Slot(pk, ref, row.version,
+                                    unwrap_data_key(self._wrapper, row.wrapped, ref, row.version, row.kek_id),
+                                    row.encryptions, row.id)
 
     def create(self, subject_pk: int, subject_ref: str, version: int = 1) -> None:
         """A new random key for a subject (its first, or the next version)."""
         self._slots[subject_pk] = _Slot(subject_pk, subject_ref, version, keys.new_key(), 0, None, True)
 
-    def reserve(self, subject_pk: int, messages: int) -> tuple[int, bytes]:
-        """(key version, data key) to seal ``messages`` AES-GCM messages, counted against that key."""
+    def reserve(self, subject_pk: int, messages: int) -> tuple[int, AESGCM]:
+        """(key version, its cipher) to seal ``messages`` AES-GCM messages, counted against that key."""
         slot = self._slots[subject_pk]
         if slot.encryptions + messages > envelope.MAX_MESSAGES_PER_KEY:
             self._retired.append(slot)
@@ -84,7 +113,7 @@ class SealingKeys:
             slot = self._slots[subject_pk]
         slot.encryptions += messages
         slot.changed = True
-        return slot.version, slot.data_key
+        return slot.version, slot.cipher
 
     def save(self) -> None:
         """Writes new keys (wrapped) and the updated counts, in the caller's transaction."""
@@ -92,7 +121,8 @@ class SealingKeys:
         now = datetime.now(UTC)
         new = [{"subject_pk": s.subject_pk, "version": s.version, "kek_id": self._kek_id, "encryptions": s.encryptions,
                 "created_at": now,
-                "wrapped": wrap_data_key(self._kek, s.data_key, s.subject_ref, s.version, self._kek_id)}
+                "wrapped": self._wrapper.wrap(s.data_key, keys.data_key_context(s.subject_ref, s.version,
+                                                                                 self._kek_id))}
                for s in slots if s.row_id is None]
         counted = {s.row_id: s.encryptions for s in slots if s.row_id is not None and s.changed}
         if new:
@@ -107,15 +137,16 @@ class SealingKeys:
             slot.changed = False
 
 
-def opening_keys(session: Session, kek: bytes, subjects: dict[int, str]) -> dict[tuple[int, int], bytes]:
-    """Every key version of the given subjects (primary key -> pseudonym), unwrapped: (pk, version) -> key."""
-    found: dict[tuple[int, int], bytes] = {}
+def opening_keys(session: Session, kek: bytes, subjects: dict[int, str]) -> dict[tuple[int, int], AESGCM]:
+    """Every key version of the given subjects (primary key -> pseudonym), unwrapped: (pk, version) -> cipher."""
+    wrapper = keys.KeyWrapper(kek)
+    found: dict[tuple[int, int], AESGCM] = {}
     pks = list(subjects)
     for part in in_batches(pks):
-        rows = session.execute(select(SubjectKeyRow.subject_pk, SubjectKeyRow.version, SubjectKeyRow.wrapped,
-                                      SubjectKeyRow.kek_id)
-                               .where(among(session, SubjectKeyRow.subject_pk, part))).all()
+        rows = session.connection().execute(
+            select(SubjectKeyRow.subject_pk, SubjectKeyRow.version, SubjectKeyRow.wrapped, SubjectKeyRow.kek_id)
+            .where(among(session, SubjectKeyRow.subject_pk, part))).all()
         for row in rows:
-            found[(row.subject_pk, row.version)] = unwrap_data_key(kek, row.wrapped, subjects[row.subject_pk],
-                                                                   row.version, row.kek_id)
+            found[(row.subject_pk, row.version)] = AESGCM(unwrap_data_key(
+                wrapper, row.wrapped, subjects[row.subject_pk], row.version, row.kek_id))
     return found
