@@ -60,12 +60,20 @@ def now_text() -> str:
 
 
 def lock_head(session: Session) -> AuditHeadRow:
-    """The chain head, locked for this transaction (created empty on first use)."""
+    """The chain head, locked for this transaction (created empty on first use).
+
+    The lock holds until the transaction ends and a session is one transaction (`database.transaction`),
+    so later calls in the same session take the head already locked instead of asking again.
+    """
+    head = session.info.get("audit_head")
+    if head is not None:
+        return head
     head = session.get(AuditHeadRow, 1, with_for_update=True)
     if head is None:
         head = AuditHeadRow(id=1, seq=0, entry_hash=GENESIS)
         session.add(head)
         session.flush()
+    session.info["audit_head"] = head
     return head
 
 

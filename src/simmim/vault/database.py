@@ -75,6 +75,12 @@ def in_batches(items: Sequence, size: int = IN_CLAUSE) -> Iterable[Sequence]:
         yield items[start:start + size]
 
 
+def stored_value(session: Session, column, value):
+    """``value`` as ``column``'s type binds it on this session's database (rendered once, to bind many times)."""
+    process = column.type.bind_processor(session.get_bind().dialect)
+    return process(value) if process is not None else value
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

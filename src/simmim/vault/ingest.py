@@ -6,16 +6,18 @@ import hashlib
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from simmim.data.formats import BadRecord
 from simmim.data.records import Record
 from simmim.errors import VaultError
 from simmim.vault import access, audit, envelope
-from simmim.vault.database import among, in_batches, utc_now
+from simmim.vault.database import among, in_batches, stored_value, utc_now
 from simmim.vault.imports import read_for_ingest
 from simmim.vault.payloads import encode_record
 from simmim.vault.schema import RecordRow, TombstoneRow
@@ -46,7 +48,7 @@ class Ingest(UnlockedVault):
         """
         with self._operation(access.INGEST, "records") as session:
             encoded = self._encode_batch(list(records))
-            self._refuse_known_records(session, encoded)
+            by_ref = {ref: record for record, _, _, ref in encoded}
             sealing = SealingKeys(session, self._kek, self._kek_id)
             subjects, new_subjects = self._subjects_for_ingest(session, encoded, sealing)
             count, now, rows, pending_bytes = len(encoded), utc_now(), [], 0
@@ -58,15 +60,13 @@ class Ingest(UnlockedVault):
                 version, cipher = sealing.reserve(subject_pk, envelope.chunk_count(len(payload), self.chunk_bytes))
                 sealed = envelope.seal_payload(cipher, payload, record_ref=record_ref, subject_ref=subject_ref,
                                                key_version=version, revision=1, chunk_bytes=self.chunk_bytes)
-                rows.append({"ref": record_ref, "subject_pk": subject_pk, "kind": kind, "key_version": version,
-                             "revision": 1, "plaintext_bytes": len(payload), "chunk_bytes": self.chunk_bytes,
-                             "payload": sealed, "created_at": now, "updated_at": now})
+                rows.append((record_ref, subject_pk, kind, version, 1, len(payload), self.chunk_bytes, sealed))
                 pending_bytes += len(sealed)
                 if pending_bytes >= INSERT_BYTES and queue:  # the transaction keeps it all or nothing
-                    session.connection().execute(insert(RecordRow.__table__), rows)
+                    _insert_records(session, rows, now, by_ref)
                     rows, pending_bytes = [], 0
             sealing.save()
-            session.connection().execute(insert(RecordRow.__table__), rows)  # Core: no per-row ORM work
+            _insert_records(session, rows, now, by_ref)
             audit.append(session, actor=self.principal, action="ingest", resource="records",
                          details={"source": source_label(source), "records": count, "new_subjects": new_subjects,
                                   "subjects": sorted(ref for _, ref in subjects.values())})
@@ -98,15 +98,6 @@ class Ingest(UnlockedVault):
             encoded.append((record, kind, payload, self.record_ref(record.record_id)))
         return encoded
 
-    def _refuse_known_records(self, session: Session, encoded: list) -> None:
-        by_ref = {ref: record for record, _, _, ref in encoded}
-        for part in in_batches(list(by_ref)):
-            taken = set(session.scalars(select(RecordRow.ref).where(among(session, RecordRow.ref, part))))
-            if taken:
-                first = next(by_ref[ref] for ref in part if ref in taken)  # the first in batch order
-                raise VaultError(f"record {first.record_id!r}: record id is already in the vault ({len(taken)} of "
-                                 f"this batch are); use rectify to replace it. Nothing of this batch was stored")
-
     def _subjects_for_ingest(self, session: Session, encoded: list,
                              sealing: SealingKeys) -> tuple[dict[str, tuple[int, str]], int]:
         """subject id -> (primary key, pseudonym) for a batch, new subjects created with their first key."""
@@ -129,6 +120,43 @@ class Ingest(UnlockedVault):
         for pk, ref in add_subjects(session, new_refs, sealing).items():
             known[ref] = pk
         return {subject_id: (known[ref], ref) for subject_id, ref in refs.items()}, len(new_refs)
+
+
+_RECORD_COLUMNS = ("ref", "subject_pk", "kind", "key_version", "revision", "plaintext_bytes", "chunk_bytes", "payload",
+                   "created_at", "updated_at")
+
+
+def _insert_records(session: Session, rows: list[tuple], now: datetime, by_ref: dict[str, Record]) -> None:
+    """Inserts sealed record rows, tuples in `_RECORD_COLUMNS` order less the two timestamps, created ``now``.
+
+    One driver-level executemany: the values are already what the driver takes (the timestamp is
+    rendered once in its stored form), and SQLAlchemy's per-row parameter processing cost more than
+    the insert itself (measured on SQLite: 17 against 7 us a record).
+
+    A record id already in the vault is caught by the unique pseudonym, not by a lookup before every
+    insert: the savepoint keeps the transaction usable (PostgreSQL aborts it on an error) to find and
+    name the record.
+    """
+    stamp = stored_value(session, RecordRow.__table__.c.created_at, now)
+    marker = "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"
+    statement = (f"INSERT INTO {RecordRow.__tablename__} ({', '.join(_RECORD_COLUMNS)}) "
+                 f"VALUES ({', '.join([marker] * len(_RECORD_COLUMNS))})")
+    try:
+        with session.begin_nested():  # the savepoint is made when the session gives its connection
+            session.connection().exec_driver_sql(statement, [(*row, stamp, stamp) for row in rows])
+    except IntegrityError:
+        _refuse_known_records(session, by_ref)
+        raise
+
+
+def _refuse_known_records(session: Session, by_ref: dict[str, Record]) -> None:
+    refs = list(by_ref)
+    for part in in_batches(refs):
+        taken = set(session.scalars(select(RecordRow.ref).where(among(session, RecordRow.ref, part))))
+        if taken:
+            first = next(by_ref[ref] for ref in part if ref in taken)  # the first in batch order
+            raise VaultError(f"record {first.record_id!r}: record id is already in the vault (at least {len(taken)} "
+                             f"of this batch are); use rectify to replace it. Nothing of this batch was stored")
 
 
 def source_label(source: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from simmim.errors import VaultError
@@ -127,14 +127,24 @@ class SealingKeys:
         counted = {s.row_id: s.encryptions for s in slots if s.row_id is not None and s.changed}
         if new:
             self._session.connection().execute(insert(SubjectKeyRow.__table__), new)
-        if counted:  # one executemany (pipelined by psycopg); a CASE over many ids is quadratic on SQLite
-            table = SubjectKeyRow.__table__
-            self._session.connection().execute(
-                update(table).where(table.c.id == bindparam("key_id")).values(encryptions=bindparam("count")),
-                [{"key_id": key_id, "count": count} for key_id, count in counted.items()])
+        if counted:
+            self._save_counts(counted)
         self._retired.clear()
         for slot in self._slots.values():
             slot.changed = False
+
+    def _save_counts(self, counted: dict[int, int]) -> None:
+        connection = self._session.connection()
+        if connection.dialect.name == "postgresql":  # one statement, two array parameters
+            connection.execute(text(
+                "UPDATE vault_subject_keys AS k SET encryptions = c.count FROM unnest(CAST(:ids AS bigint[]), "
+                "CAST(:counts AS bigint[])) AS c(id, count) WHERE k.id = c.id"),
+                {"ids": list(counted), "counts": list(counted.values())})
+            return
+        # SQLite: one executemany of a prepared statement (a CASE over many ids was quadratic there)
+        table = SubjectKeyRow.__table__
+        statement = update(table).where(table.c.id == bindparam("key_id")).values(encryptions=bindparam("count"))
+        connection.execute(statement, [{"key_id": key_id, "count": count} for key_id, count in counted.items()])
 
 
 def opening_keys(session: Session, kek: bytes, subjects: dict[int, str]) -> dict[tuple[int, int], AESGCM]:
