@@ -157,6 +157,7 @@ def test_deletions_are_carried_to_a_restored_backup(db_url, key_source, records,
             restored.ingest([r for r in records if r.subject_id == deleted])
         report = restored.verify(audit_key_path)  # the shred of the deleted subject's consent is logged
         assert report.ok and report.consents_checked == len(subjects) - 1, report.problems
+        assert report.tombstones_checked == 1  # the applied tombstone is logged too
     with Vault.open(backup_url, key_source, principal="admin") as restored, \
             pytest.raises(VaultError, match="malformed tombstone"):
         restored.apply_tombstones([{"ref": "not-a-ref", "deleted_at": "2026-01-01T00:00:00+00:00"}])

@@ -186,13 +186,15 @@ def unsigned_entries(session: Session) -> int:
 
 @dataclass
 class VerifyReport:
-    """What `verify_log` found (and `Vault.verify`, which also checks the consent rows against the log with
-    `consent_audit`). ``problems`` is empty when the log is intact and the consent rows match it."""
+    """What `verify_log` found (and `Vault.verify`, which also checks the consent and tombstone rows against
+    the log with `consent_audit` and `tombstone_audit`). ``problems`` is empty when the log is intact and
+    those rows match it."""
 
     entries: int = 0
     checkpoints: int = 0
     last_checkpoint: int = 0
     consents_checked: int = 0
+    tombstones_checked: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property

@@ -13,6 +13,7 @@ from simmim.vault import access, audit
 from simmim.vault.consent_audit import CONSENT_LOG_ACTIONS, consent_problems
 from simmim.vault.database import transaction
 from simmim.vault.schema import AuditEntryRow
+from simmim.vault.tombstone_audit import tombstone_problems
 from simmim.vault.unlocked import UnlockedVault
 
 
@@ -20,14 +21,17 @@ class AuditTrail(UnlockedVault):
     """`Vault.verify`, `audit_entries` and `record_event`."""
 
     def verify(self, audit_key: audit.AuditKey | str | Path | None = None) -> audit.VerifyReport:
-        """Checks the audit log's chain and signed checkpoints with the audit key (public or private), and every
-        consent row and consent event against the grants, withdrawals and deletions the log holds."""
+        """Checks the audit log's chain and signed checkpoints with the audit key (public or private), every
+        consent row and consent event against the grants, withdrawals and deletions the log holds, and every
+        tombstone against the deletions and returns it holds."""
         key = audit.AuditKey.load(audit_key) if isinstance(audit_key, (str, Path)) else (audit_key or self.audit_key)
         if key is None:
             raise VaultError("verify needs the audit public key: pass --audit-key")
         with self._operation(access.VERIFY, "audit-log") as session:
             report = audit.verify_log(session, key, self.vault_id)
             report.consents_checked, problems = consent_problems(session)
+            report.problems.extend(problems)
+            report.tombstones_checked, problems = tombstone_problems(session)
             report.problems.extend(problems)
             return report
 

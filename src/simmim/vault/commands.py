@@ -265,7 +265,8 @@ def tombstones_apply(path: Annotated[Path, typer.Argument(help="JSON file from `
 @vault_app.command("verify")
 def verify_command(db: DbOption = None, key_file: KeyFileOption = None, principal: AsOption = None,
                    token: TokenOption = None, audit_key: AuditKeyOption = None, as_json: JsonOption = False) -> None:
-    """Check the audit log's hash chain and signed checkpoints, and consent rows against it; exit 1 if tampered."""
+    """Check the audit log's hash chain and signed checkpoints, and consent and tombstone rows against it; exit 1
+    if tampered."""
     from simmim.errors import VaultError
 
     path = _audit_key(audit_key)
@@ -275,14 +276,15 @@ def verify_command(db: DbOption = None, key_file: KeyFileOption = None, principa
         report = vault.verify(path)
     if as_json:
         typer.echo(json.dumps({"ok": report.ok, "entries": report.entries, "checkpoints": report.checkpoints,
-                               "consents_checked": report.consents_checked, "problems": report.problems}))
+                               "consents_checked": report.consents_checked,
+                               "tombstones_checked": report.tombstones_checked, "problems": report.problems}))
     else:
         for problem in report.problems:
             typer.echo(f"TAMPERED: {problem}")
         state = "intact" if report.ok else f"{len(report.problems)} problem(s)"
         typer.echo(f"audit log {state}: {report.entries} entries, {report.checkpoints} valid signed checkpoint(s), "
-                   f"last at entry {report.last_checkpoint}; {report.consents_checked} consent row(s) checked "
-                   f"against it")
+                   f"last at entry {report.last_checkpoint}; {report.consents_checked} consent row(s) and "
+                   f"{report.tombstones_checked} tombstone(s) checked against it")
     if not report.ok:
         raise typer.Exit(1)
 

@@ -130,7 +130,7 @@ class SubjectRequests(UnlockedVault):
         """
         entries = [tombstone_entry(item) for item in tombstones]
         with self._operation(access.DELETE, "tombstones", access.DSR_PURPOSE) as session:
-            shredded = []
+            shredded, tombstoned, lifted = [], [], []
             for ref, deleted_at, lifted_at in entries:
                 subject = session.scalars(select(SubjectRow).where(SubjectRow.ref == ref)).first()
                 current = session.get(TombstoneRow, ref)
@@ -138,11 +138,14 @@ class SubjectRequests(UnlockedVault):
                     continue  # this vault already knows this deletion (or a later one)
                 stale = subject is not None and aware(subject.created_at) <= deleted_at
                 shred_subject(session, subject.id if stale else None, ref, deleted_at, lifted_at)
+                (tombstoned if lifted_at is None else lifted).append(ref)  # logged: `verify` checks the rows
                 if stale:
                     shredded.append(ref)
             audit.append(session, actor=self.principal, action=TOMBSTONES_APPLIED, resource="tombstones",
                          purpose=access.DSR_PURPOSE, details={"tombstones": len(entries), "shredded": len(shredded),
-                                                              "shredded_subjects": sorted(shredded)})
+                                                              "shredded_subjects": sorted(shredded),
+                                                              "tombstoned_subjects": sorted(tombstoned),
+                                                              "lifted_subjects": sorted(lifted)})
         self.purge_shredded()
         self._maybe_checkpoint()
         return len(shredded)
