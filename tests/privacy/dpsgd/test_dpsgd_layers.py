@@ -196,3 +196,30 @@ def test_block_with_cross_attention_called_twice(route, units, clipping_matches_
     loss_of = lambda idx: (_readout(block(x[idx], context[idx], causal=True))  # noqa: E731
                            + _readout(block(y[idx], context[idx]), seed=4))
     clipping_matches_autograd(block, loss_of, N, units, linear_route=route)
+
+
+@pytest.mark.parametrize("lengths", [(17,), (9, 23)])  # Gram widths past a multiple of 8: split in two blocks
+def test_ghost_norm_over_token_counts_split_for_blas(lengths, units, clipping_matches_autograd, monkeypatch):
+    """Ghost norms whose Gram matrices are taken in two column blocks (16 + 1, 8 + 1, 16 + 7 tokens),
+    within one call and across two calls of the layer."""
+    routes = _spy_routes(monkeypatch)
+    layer = nn.Linear(12, 10)
+    xs = [_data(N, length, 12, seed=k) for k, length in enumerate(lengths)]
+    clipping_matches_autograd(
+        layer, lambda idx: sum(_readout(layer(x[idx]), seed=k) for k, x in enumerate(xs)), N, units,
+        linear_route="ghost")
+    assert set(routes) == {"ghost"}
+
+
+@pytest.mark.parametrize("input_needs_grad", [False, True])
+def test_layer_norm_from_saved_statistics_or_recomputed(input_needs_grad, units, clipping_matches_autograd):
+    """x_hat comes from the mean and 1/std autograd saved when the input needs a gradient (a layer
+    before it), and is recomputed when it does not (no autograd node to read them from)."""
+    before, layer = nn.Linear(5, 6), nn.LayerNorm(6)
+    before.requires_grad_(input_needs_grad)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    x = _data(N, 4, 5)
+    model = nn.Sequential(before, layer)
+    clipping_matches_autograd(model, lambda idx: _readout(model(x[idx])), N, units)

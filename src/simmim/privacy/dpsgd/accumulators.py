@@ -10,21 +10,33 @@ Three forms, each chosen because it is the smallest exact one for its kind of pa
   ("book-keeping"). Norms by the ghost identity ||sum_t g_t a_t^T||^2 = sum_{t,s} (a_t.a_s)(g_t.g_s);
   the clipped sum as one matmul of the factor-weighted g with a. Per-example gradients never exist.
 - `SparseRowGradient`: an embedding's per-(unit, token id) gradient sums, the only rows a unit touches.
+
+Each takes its units' squared norms once its module's last call has been added (`squared_norms`,
+called during the backward while its tensors are still in cache) and yields its clipped sums with
+`clipped_sums`, after which it holds nothing.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import torch
+from torch import nn
 
 from simmim.privacy.dpsgd.units import UnitIndex
+
+ClippedSums = Iterator[tuple[nn.Parameter, torch.Tensor]]
 
 
 class DenseUnitGradient:
     """Explicit per-unit gradients (U, *shape) of one parameter, summed over calls of its module."""
 
-    def __init__(self, units: UnitIndex, shape: torch.Size):
+    def __init__(self, units: UnitIndex, param: nn.Parameter):
         self.units = units
-        self.shape = shape
+        self.param = param
+        self.shape = param.shape
         self.per_unit: torch.Tensor | None = None
         self._squared_norms: torch.Tensor | None = None
 
@@ -51,60 +63,61 @@ class DenseUnitGradient:
             self.per_unit = per_unit.new_zeros((self.units.num_units, *self.shape))
         self.per_unit[:, :leading_rows] += per_unit
 
-    def finish(self) -> None:
-        """Called once the last call of the module has been added: the norms are taken now, while
-        the freshly written per-unit gradients are still in cache, rather than after the backward."""
-        self._squared_norms = self.squared_norms()
-
     def squared_norms(self) -> torch.Tensor:
-        if self._squared_norms is not None:
-            return self._squared_norms
-        # vector_norm reads the (U, numel) block once without a same-sized temporary.
-        return torch.linalg.vector_norm(self.rows(), dim=1).square()
+        if self._squared_norms is None:
+            # vector_norm reads the (U, numel) block once without a same-sized temporary.
+            self._squared_norms = torch.linalg.vector_norm(self._rows(), dim=1).square()
+        return self._squared_norms
 
-    @property
-    def per_unit_numel(self) -> int:
-        return self.shape.numel()
-
-    def rows(self) -> torch.Tensor:
+    def _rows(self) -> torch.Tensor:
         """The per-unit gradients as (U, numel): also right for a scalar parameter."""
         return self.per_unit.reshape(len(self.per_unit), -1)
 
-    def clipped_sum(self, factors: torch.Tensor) -> torch.Tensor:
-        return (factors.to(self.per_unit.dtype) @ self.rows()).view(self.shape)
+    def clipped_sums(self, factors: torch.Tensor, cache: TensorCache) -> ClippedSums:
+        clipped = (factors.to(self.per_unit.dtype) @ self._rows()).view(self.shape)
+        self.per_unit = None
+        yield self.param, clipped
 
 
-class TokenGrams:
-    """Per-unit Gram matrices X X^T of token tensors: the calls of a layer concatenated along the
-    tokens (their gradients add up in an example's gradient), then packed by unit (`UnitIndex.pack`).
+class TensorCache:
+    """A few recent results derived from the micro-batch's layer tensors, by the tensors' identity.
 
-    Inputs' Grams are kept for the micro-batch and shared: the q, k and v projections of a block
-    read one normalised sequence, the key and value projections one context, so one Gram serves
-    all of them. Output-gradient Grams are never shared and not kept.
+    Layers that read one tensor share what is derived from it: the q, k and v projections of a
+    block read one normalised sequence, the key and value projections of every cross-attention one
+    context. Their backward (and clipped sums) come one after the other, so a handful of entries
+    catches the sharing without keeping every layer's derived tensors for the whole micro-batch.
     """
 
-    def __init__(self, units: UnitIndex):
-        self.units = units
-        self._kept: dict[tuple, torch.Tensor] = {}
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._entries: OrderedDict[tuple, Any] = OrderedDict()
 
-    def of(self, calls: list[torch.Tensor], *, keep: bool) -> torch.Tensor:
-        """(U, T, T) for the calls' (N, T_c, d) tensors, T = sum_c T_c times the largest unit size."""
-        if not keep:
-            return self._compute(calls)
-        key = tuple(_identity(t) for t in calls)
-        gram = self._kept.get(key)
-        if gram is None:
-            gram = self._kept[key] = self._compute(calls)
-        return gram
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._entries
 
-    def _compute(self, calls: list[torch.Tensor]) -> torch.Tensor:
-        # One batched product over all calls' tokens beats one per pair of calls: the matrices are
-        # small (tens of tokens), so the per-matrix cost of the batched GEMM dominates.
-        tokens = self.units.pack(torch.cat(calls, dim=1) if len(calls) > 1 else calls[0])
-        return torch.bmm(tokens, tokens.transpose(1, 2))
+    def get(self, key: tuple, make: Callable[[], Any]) -> Any:
+        value = self._entries.get(key)
+        if value is None:
+            value = self._entries[key] = make()
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return value
 
 
-def _identity(t: torch.Tensor) -> tuple:
+def gram_blocks(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """X Y^T for (U, T_x, d) and (U, T_y, d), as column blocks whose widths are multiples of 8 but
+    the last: BLAS is up to twice slower per product on a width just past one (17 tokens = 16 + 1,
+    23 = 16 + 7), so the bulk is taken alone and the remainder apart."""
+    width = y.shape[1]
+    bulk = width - width % 8
+    if bulk in (0, width):
+        return [torch.bmm(x, y.transpose(1, 2))]
+    return [torch.bmm(x, y[:, :bulk].transpose(1, 2)), torch.bmm(x, y[:, bulk:].transpose(1, 2))]
+
+
+def identity(t: torch.Tensor) -> tuple:
     """Same memory, same view: the same tensor for as long as the micro-batch keeps it alive."""
     return t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype
 
@@ -112,12 +125,14 @@ def _identity(t: torch.Tensor) -> tuple:
 class GhostLinearGradient:
     """A Linear weight's (input, output gradient) pairs, one per call of the layer."""
 
-    def __init__(self, units: UnitIndex, shape: torch.Size, grams: TokenGrams):
+    def __init__(self, units: UnitIndex, weight: nn.Parameter, shape: torch.Size, cache: TensorCache):
         self.units = units
+        self.weight = weight
         self.shape = shape
-        self.grams = grams
+        self.cache = cache
         self.inputs: list[torch.Tensor] = []
         self.output_grads: list[torch.Tensor] = []
+        self._squared_norms: torch.Tensor | None = None
 
     def add(self, inputs: torch.Tensor, output_grads: torch.Tensor) -> None:
         """inputs (N, T, d_in) and output gradients (N, T, d_out) of one call."""
@@ -125,33 +140,62 @@ class GhostLinearGradient:
         self.output_grads.append(output_grads)
 
     def squared_norms(self) -> torch.Tensor:
-        gram_a = self.grams.of(self.inputs, keep=True)
-        gram_g = self.grams.of(self.output_grads, keep=False)
-        return (gram_a * gram_g).flatten(1).sum(1).clamp_min(0.0)
-
-    def clipped_sum(self, factors: torch.Tensor) -> torch.Tensor:
-        per_example = self.units.spread_to_examples(factors).to(self.inputs[0].dtype)[:, None, None]
+        """Sum over pairs of calls (i, j) of <A_i A_j^T, G_i G_j^T>, each unit's examples packed
+        together (`UnitIndex.pack`): the Gram matrix of all calls' tokens, block by block, so that
+        no concatenated copy of the calls is made."""
+        if self._squared_norms is not None:
+            return self._squared_norms
+        grads = [self.units.pack(g) for g in self.output_grads]
         total = None
+        for i in range(len(grads)):
+            for j in range(i + 1):
+                for gram_a, gram_g in zip(self._input_gram(i, j), gram_blocks(grads[i], grads[j])):
+                    part = torch.linalg.vecdot(gram_a.flatten(1), gram_g.flatten(1))
+                    if i != j:  # the (j, i) block is the transpose: same inner product
+                        part.mul_(2.0)
+                    total = part if total is None else total.add_(part)
+        self._squared_norms = total.clamp_min_(0.0)
+        return self._squared_norms
+
+    def _input_gram(self, i: int, j: int) -> list[torch.Tensor]:
+        a_i, a_j = self.inputs[i], self.inputs[j]
+
+        def make() -> list[torch.Tensor]:
+            packed_i = self.units.pack(a_i)
+            return gram_blocks(packed_i, packed_i if j == i else self.units.pack(a_j))
+
+        return self.cache.get(("gram", identity(a_i), identity(a_j)), make)
+
+    def clipped_sums(self, factors: torch.Tensor, cache: TensorCache) -> ClippedSums:
+        """sum_n f_n g_n^T a_n: the factor goes on the narrower of a and g (fewer multiplications, a
+        smaller temporary), or on a when a factor-weighted a is at hand (q, k and v share theirs)."""
+        per_example = self.units.spread_to_examples(factors).to(self.inputs[0].dtype)
+        weight_sum = None
         for a, g in zip(self.inputs, self.output_grads):
-            # The factor goes on the narrower of a and g: fewer multiplications, a smaller temporary.
-            if g.shape[-1] <= a.shape[-1]:
-                left, right = (g * per_example).flatten(0, 1), a.flatten(0, 1)
+            key = ("scaled", identity(a))
+            scale_input = a.shape[-1] <= g.shape[-1] or key in cache
+            if scale_input:
+                right = cache.get(key, lambda a=a: (a * per_example[:, None, None]).flatten(0, 1))
+                left = g.flatten(0, 1)
             else:
-                left, right = g.flatten(0, 1), (a * per_example).flatten(0, 1)
-            if total is None:
-                total = left.t() @ right
+                right = a.flatten(0, 1)
+                left = (g * per_example[:, None, None]).flatten(0, 1)
+            if weight_sum is None:
+                weight_sum = left.t() @ right
             else:
-                total.addmm_(left.t(), right)
-        return total.view(self.shape)
+                weight_sum.addmm_(left.t(), right)
+        self.inputs, self.output_grads = [], []
+        yield self.weight, weight_sum.view(self.shape)
 
 
 class SparseRowGradient:
     """An embedding table's gradient per (unit, row): sum of the output gradients of the unit's
     tokens with that id. A unit's squared norm is the sum over its rows; nothing is (U, V, d)."""
 
-    def __init__(self, units: UnitIndex, shape: torch.Size):
+    def __init__(self, units: UnitIndex, param: nn.Parameter):
         self.units = units
-        self.shape = shape
+        self.param = param
+        self.shape = param.shape
         self.keys: list[torch.Tensor] = []
         self.sums: list[torch.Tensor] = []
 
@@ -177,8 +221,9 @@ class SparseRowGradient:
         out = sums.new_zeros(self.units.num_units)
         return out.index_add_(0, torch.div(keys, self.shape[0], rounding_mode="floor"), sums.square().sum(1))
 
-    def clipped_sum(self, factors: torch.Tensor) -> torch.Tensor:
+    def clipped_sums(self, factors: torch.Tensor, cache: TensorCache) -> ClippedSums:
         keys, sums = self._merged()
+        self.keys, self.sums = [], []
         unit = torch.div(keys, self.shape[0], rounding_mode="floor")
         weighted = sums * factors.to(sums.dtype)[unit, None]
-        return sums.new_zeros(self.shape).index_add_(0, keys % self.shape[0], weighted)
+        yield self.param, sums.new_zeros(self.shape).index_add_(0, keys % self.shape[0], weighted)

@@ -211,7 +211,8 @@ class PerExampleClipper:
         if not isinstance(output, torch.Tensor):  # the forward raised: restoring was all there was to do
             return None
         # Detached references: the rules read values only, and must not keep the graph alive.
-        saved = tuple(t.detach() if t is not None else None for t in rule_for(module).capture(module, args, kwargs))
+        captured = rule_for(module).capture(module, args, kwargs, output)
+        saved = tuple(t.detach() if t is not None else None for t in captured)
         call = _ModuleCall(self, module, saved)
         self._recorded_calls[module] += 1
         return _OutputGradientTap.apply(output, call, *params)

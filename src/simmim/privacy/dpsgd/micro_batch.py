@@ -9,12 +9,11 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from simmim.privacy.dpsgd.accumulators import DenseUnitGradient, GhostLinearGradient, SparseRowGradient, TokenGrams
+from simmim.privacy.dpsgd.accumulators import DenseUnitGradient, GhostLinearGradient, SparseRowGradient, TensorCache
 from simmim.privacy.dpsgd.errors import ClippingUsageError
 from simmim.privacy.dpsgd.units import UnitIndex
 
 Accumulator = DenseUnitGradient | GhostLinearGradient | SparseRowGradient
-SMALL_NUMEL = 4096  # per unit: biases, norms, tokens; their norms and sums are taken all at once
 
 
 class MicroBatchGradients:
@@ -26,15 +25,16 @@ class MicroBatchGradients:
         Args:
             units: the micro-batch's examples and units.
             recorded_calls: how many forward calls of each module were recorded for this backward;
-                when the last one has been added, its dense accumulators take their norms early.
+                when the last one has been added, its accumulators take their norms at once (their
+                tensors are still in cache, and what served only the norm can go).
             linear_route: "auto" (by cost, per layer), "ghost" or "per_example" (see `linear_weight`).
         """
         self.units = units
         self.linear_route = linear_route
-        self._grams = TokenGrams(units)
-        self._small: tuple[list[nn.Parameter], torch.Tensor | None] | None = None
+        self._cache = TensorCache()
         self._accumulators: dict[nn.Parameter, Accumulator] = {}
         self._calls_left = Counter(recorded_calls or {})
+        self._norms_taken: dict[int, torch.Tensor] = {}  # by id() of the accumulator
 
     @property
     def num_examples(self) -> int:
@@ -60,10 +60,10 @@ class MicroBatchGradients:
         return self.tokens(tensor, feature_dims).sum(1)
 
     def dense(self, param: nn.Parameter) -> DenseUnitGradient:
-        return self._get(param, lambda: DenseUnitGradient(self.units, param.shape))
+        return self._get(param, lambda: DenseUnitGradient(self.units, param))
 
     def sparse_rows(self, param: nn.Parameter) -> SparseRowGradient:
-        return self._get(param, lambda: SparseRowGradient(self.units, param.shape))
+        return self._get(param, lambda: SparseRowGradient(self.units, param))
 
     def linear_weight(self, param: nn.Parameter, tokens: int,
                       shape: torch.Size) -> DenseUnitGradient | GhostLinearGradient:
@@ -83,19 +83,24 @@ class MicroBatchGradients:
             else:
                 ghost = self.linear_route == "ghost"
             if ghost:
-                return GhostLinearGradient(self.units, shape, self._grams)
-            return DenseUnitGradient(self.units, shape)
+                return GhostLinearGradient(self.units, param, shape, self._cache)
+            return DenseUnitGradient(self.units, param)
 
         return self._get(param, choose)
 
     def call_added(self, module: nn.Module, params: list[nn.Parameter]) -> None:
-        """One recorded call of `module` has been added; after its last, its accumulators are final."""
+        """One recorded call of `module` has been added; after its last, its accumulators are final
+        and their norms are taken (and added up) now."""
         self._calls_left[module] -= 1
         if self._calls_left[module] == 0:
             for param in params:
                 accumulator = self._accumulators.get(param)
-                if isinstance(accumulator, DenseUnitGradient) and accumulator.per_unit_numel > SMALL_NUMEL:
-                    accumulator.finish()
+                if accumulator is not None:
+                    self._take_norms(accumulator)
+
+    def _take_norms(self, accumulator: Accumulator) -> None:
+        if id(accumulator) not in self._norms_taken:
+            self._norms_taken[id(accumulator)] = accumulator.squared_norms()
 
     def _get(self, param: nn.Parameter, make) -> Accumulator:
         accumulator = self._accumulators.get(param)
@@ -103,37 +108,21 @@ class MicroBatchGradients:
             accumulator = self._accumulators[param] = make()
         return accumulator
 
-    def _small_dense(self) -> tuple[list[nn.Parameter], torch.Tensor | None]:
-        """The small dense accumulators' parameters, and their per-unit gradients side by side
-        (U, total numel): one norm and one weighted sum for all of them instead of two each."""
-        if self._small is None:
-            params = [p for p, a in self._accumulators.items()
-                      if isinstance(a, DenseUnitGradient) and a.per_unit_numel <= SMALL_NUMEL]
-            rows = torch.cat([self._accumulators[p].rows() for p in params], dim=1) if params else None
-            self._small = (params, rows)
-        return self._small
-
     def squared_norms(self, like: torch.Tensor) -> torch.Tensor:
         """(U,) squared norm of each unit's gradient over all parameters (flat clipping), starting
         from zeros of `like`'s dtype and device (a loss that reaches no parameter has norm 0)."""
+        for accumulator in self._accumulators.values():  # modules whose last call never came back
+            self._take_norms(accumulator)
         total = like.new_zeros(self.units.num_units)
-        small, rows = self._small_dense()
-        if rows is not None:
-            total = total + torch.linalg.vector_norm(rows, dim=1).square()
-        small_ids = {id(p) for p in small}  # by identity: `in` on a list of tensors compares values
-        for param, accumulator in self._accumulators.items():
-            if id(param) not in small_ids:
-                total = total + accumulator.squared_norms()
+        for norms in self._norms_taken.values():
+            total = total + norms
         return total
 
     def clipped_sums(self, factors: torch.Tensor) -> Iterator[tuple[nn.Parameter, torch.Tensor]]:
-        """(parameter, sum_u factors[u] * gradient of unit u) for every parameter the backward reached."""
-        small, rows = self._small_dense()
-        if rows is not None:
-            summed = factors.to(rows.dtype) @ rows
-            for param, part in zip(small, summed.split([p.numel() for p in small])):
-                yield param, part.view_as(param)
-        small_ids = {id(p) for p in small}
-        for param, accumulator in self._accumulators.items():
-            if id(param) not in small_ids:
-                yield param, accumulator.clipped_sum(factors).view_as(param)
+        """(parameter, sum_u factors[u] * gradient of unit u) for every parameter the backward reached.
+        Each accumulator lets go of its tensors once its sums are out, so later ones reuse the memory."""
+        accumulators = list(self._accumulators.values())[::-1]
+        self._accumulators.clear()
+        while accumulators:
+            for param, clipped in accumulators.pop().clipped_sums(factors, self._cache):
+                yield param, clipped.view_as(param)

@@ -24,8 +24,10 @@ class LayerRule(ABC):
         """Why this particular module cannot be clipped exactly (a setting the rule does not cover)."""
         return None
 
-    def capture(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor | None, ...]:
-        """The tensors of a forward call that `backward` needs (references, not copies)."""
+    def capture(self, module: nn.Module, args: tuple, kwargs: dict[str, Any],
+                output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """The tensors of a forward call (its arguments, its output) that `backward` needs (references,
+        not copies)."""
         return ()
 
     @abstractmethod

@@ -24,17 +24,20 @@ class Conv2dRule(LayerRule):
             return "padding='same' has no rule: give the padding as numbers"
         return None
 
-    def capture(self, module: nn.Conv2d, args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor]:
+    def capture(self, module: nn.Conv2d, args: tuple, kwargs: dict[str, Any],
+                output: torch.Tensor) -> tuple[torch.Tensor]:
         return (argument(args, kwargs, 0, "input"),)
 
     def backward(self, module: nn.Conv2d, saved: tuple[torch.Tensor], grad_output: torch.Tensor,
                  grads: MicroBatchGradients) -> None:
         # (N, C_out, H', W') -> (N, H'W', C_out): one token per output position.
         output_grads = grads.tokens(grad_output.flatten(2).transpose(1, 2))
-        if trainable(module.weight):
+        weight = module.weight if trainable(module.weight) else None
+        bias = module.bias if trainable(module.bias) else None
+        patches = None
+        if weight is not None:
             padding = 0 if module.padding == "valid" else module.padding
-            patches = F.unfold(saved[0], module.kernel_size, module.dilation, padding, module.stride)
-            shape = torch.Size((module.out_channels, patches.shape[1]))
-            add_token_linear(grads, module.weight, grads.tokens(patches.transpose(1, 2)), output_grads, shape)
-        if trainable(module.bias):
-            grads.dense(module.bias).add(output_grads.sum(1))
+            unfolded = F.unfold(saved[0], module.kernel_size, module.dilation, padding, module.stride)
+            patches = grads.tokens(unfolded.transpose(1, 2))
+        shape = torch.Size((module.out_channels, module.weight[0].numel()))
+        add_token_linear(grads, weight, bias, patches, output_grads, shape)

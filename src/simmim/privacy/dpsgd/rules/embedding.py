@@ -22,7 +22,8 @@ class EmbeddingRule(LayerRule):
             return "sparse=True gradients have no rule: use sparse=False"
         return None
 
-    def capture(self, module: nn.Embedding, args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor]:
+    def capture(self, module: nn.Embedding, args: tuple, kwargs: dict[str, Any],
+                output: torch.Tensor) -> tuple[torch.Tensor]:
         return (argument(args, kwargs, 0, "input"),)
 
     def backward(self, module: nn.Embedding, saved: tuple[torch.Tensor], grad_output: torch.Tensor,

@@ -32,7 +32,8 @@ class ClassTokenRule(LayerRule):
 class MaskTokenRule(LayerRule):
     """The token replaces masked positions: its gradient is the output gradient summed over them."""
 
-    def capture(self, module: MaskToken, args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor]:
+    def capture(self, module: MaskToken, args: tuple, kwargs: dict[str, Any],
+                output: torch.Tensor) -> tuple[torch.Tensor]:
         return (argument(args, kwargs, 1, "mask"),)
 
     def backward(self, module: MaskToken, saved: tuple[torch.Tensor], grad_output: torch.Tensor,
@@ -52,7 +53,8 @@ class LearnedQueriesRule(LayerRule):
 class LogitScaleRule(LayerRule):
     """y = x * s(w): the example's gradient is s'(w) * sum(g * x) over its entries."""
 
-    def capture(self, module: LogitScale, args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor]:
+    def capture(self, module: LogitScale, args: tuple, kwargs: dict[str, Any],
+                output: torch.Tensor) -> tuple[torch.Tensor]:
         return (argument(args, kwargs, 0, "logits"),)
 
     def backward(self, module: LogitScale, saved: tuple[torch.Tensor], grad_output: torch.Tensor,

@@ -13,25 +13,29 @@ from simmim.privacy.dpsgd.micro_batch import MicroBatchGradients
 from simmim.privacy.dpsgd.rules.base import LayerRule, argument, trainable
 
 
-def add_token_linear(grads: MicroBatchGradients, weight: nn.Parameter, inputs: torch.Tensor,
-                     output_grads: torch.Tensor, shape: torch.Size) -> None:
-    """One call's contribution to a weight used as out_t = W a_t: inputs (N, T, d_in), output
-    gradients (N, T, d_out), W viewed as `shape` (d_out, d_in). Shared by Linear and Conv2d."""
-    accumulator = grads.linear_weight(weight, inputs.shape[1], shape)
-    if isinstance(accumulator, GhostLinearGradient):
-        accumulator.add(inputs, output_grads)
-    else:
-        accumulator.add_outer_products(output_grads, inputs)
+def add_token_linear(grads: MicroBatchGradients, weight: nn.Parameter | None, bias: nn.Parameter | None,
+                     inputs: torch.Tensor | None, output_grads: torch.Tensor, shape: torch.Size) -> None:
+    """One call's contribution to a layer out_t = W a_t + b: inputs (N, T, d_in), output gradients
+    (N, T, d_out), W viewed as `shape` (d_out, d_in); `weight` and `bias` are None where frozen.
+    Shared by Linear and Conv2d."""
+    if weight is not None:
+        accumulator = grads.linear_weight(weight, inputs.shape[1], shape)
+        if isinstance(accumulator, GhostLinearGradient):
+            accumulator.add(inputs, output_grads)
+        else:
+            accumulator.add_outer_products(output_grads, inputs)
+    if bias is not None:
+        grads.dense(bias).add(output_grads.sum(1))
 
 
 class LinearRule(LayerRule):
-    def capture(self, module: nn.Linear, args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor]:
+    def capture(self, module: nn.Linear, args: tuple, kwargs: dict[str, Any],
+                output: torch.Tensor) -> tuple[torch.Tensor]:
         return (argument(args, kwargs, 0, "input"),)
 
     def backward(self, module: nn.Linear, saved: tuple[torch.Tensor], grad_output: torch.Tensor,
                  grads: MicroBatchGradients) -> None:
         output_grads = grads.tokens(grad_output)
-        if trainable(module.weight):
-            add_token_linear(grads, module.weight, grads.tokens(saved[0]), output_grads, module.weight.shape)
-        if trainable(module.bias):
-            grads.dense(module.bias).add(output_grads.sum(1))
+        weight = module.weight if trainable(module.weight) else None
+        bias = module.bias if trainable(module.bias) else None
+        add_token_linear(grads, weight, bias, grads.tokens(saved[0]), output_grads, module.weight.shape)
