@@ -5,10 +5,12 @@ How: while attached, the engine runs each parameter-holding module's forward wit
 parameters detached from autograd, and wraps the output in an identity node (`_OutputGradientTap`)
 whose backward hands the output gradient to the module's rule. Autograd therefore computes only
 input gradients, never the unclipped parameter gradients; the rules turn (what the forward kept,
-output gradient) into per-unit gradient information, layer by layer, during the same backward.
-Once it ends, every unit's norm over all parameters is known, the clipping factors follow, and
-each accumulator forms its clipped sum (a weighted sum, or for ghost layers one matmul of the
-factor-weighted output gradients with the inputs).
+output gradient) into per-unit gradient information, layer by layer, during the same backward,
+and each module's contribution to the per-unit squared norms is taken as soon as its last call is
+in (its tensors are then still in cache). Once the backward ends, every unit's norm over all
+parameters is known, the clipping factors follow, and each accumulator forms its clipped sum (a
+weighted sum, or for ghost layers one matmul of the factor-weighted output gradients with the
+inputs) and lets go of what it kept.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ during the single backward pass, then read for per-unit norms and the clipped su
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterator
 
@@ -114,9 +115,12 @@ class MicroBatchGradients:
         for accumulator in self._accumulators.values():  # modules whose last call never came back
             self._take_norms(accumulator)
         total = like.new_zeros(self.units.num_units)
-        for norms in self._norms_taken.values():
-            total = total + norms
-        return total
+        if not self._norms_taken:
+            return total
+        # One sum over the stacked (U,) vectors rather than an addition per parameter.
+        norms = list(self._norms_taken.values())
+        dtype = functools.reduce(torch.promote_types, (n.dtype for n in norms), total.dtype)
+        return total + torch.stack([n.to(dtype) for n in norms]).sum(0)
 
     def clipped_sums(self, factors: torch.Tensor) -> Iterator[tuple[nn.Parameter, torch.Tensor]]:
         """(parameter, sum_u factors[u] * gradient of unit u) for every parameter the backward reached.
