@@ -223,3 +223,15 @@ def test_layer_norm_from_saved_statistics_or_recomputed(input_needs_grad, units,
     x = _data(N, 4, 5)
     model = nn.Sequential(before, layer)
     clipping_matches_autograd(model, lambda idx: _readout(model(x[idx])), N, units)
+
+
+def test_auto_route_counts_an_input_shared_by_several_projections(clipping_matches_autograd, monkeypatch):
+    """q, k and v read one input, kept (and Gram'ed) once for the three: at 5 tokens of width 8 that
+    makes the ghost route the cheaper for them (5 * (8/3 + 8) < 8 * 8), while out_proj, whose input
+    only it reads, keeps explicit per-example gradients (5 * (8 + 8) > 8 * 8). Per example: units
+    of several examples make both routes dearer, and move the balance."""
+    routes = _spy_routes(monkeypatch)
+    layer = Attention(8, 2)
+    x = _data(N, 5, 8)
+    clipping_matches_autograd(layer, lambda idx: _readout(layer(x[idx])), N)
+    assert sorted(routes) == sorted(["dense", "ghost", "ghost", "ghost"] * 2)  # two engine steps (two bounds)

@@ -99,6 +99,7 @@ class PerExampleClipper:
         self._micro_batch: MicroBatchGradients | None = None
         self._units_this_step: set[int] = set()
         self._recorded_calls: Counter[nn.Module] = Counter()
+        self._readers: Counter[tuple[int, int]] = Counter()  # recorded calls reading each tensor (by memory)
 
     # Step boundaries.
 
@@ -139,8 +140,8 @@ class PerExampleClipper:
         kept = [param.grad for _, param in self._named_parameters]
         for _, param in self._named_parameters:
             param.grad = None
-        self._micro_batch = MicroBatchGradients(unit_index, self._recorded_calls, self.linear_route)
-        self._recorded_calls = Counter()
+        self._micro_batch = MicroBatchGradients(unit_index, self._recorded_calls, self.linear_route, self._readers)
+        self._recorded_calls, self._readers = Counter(), Counter()
         try:
             loss_per_example.sum().backward()
             leaked = [name for name, param in self._named_parameters if param.grad is not None]
@@ -217,6 +218,9 @@ class PerExampleClipper:
         saved = tuple(t.detach() if t is not None else None for t in captured)
         call = _ModuleCall(self, module, saved)
         self._recorded_calls[module] += 1
+        for t in saved:
+            if t is not None:
+                self._readers[t.data_ptr(), t.numel()] += 1
         return _OutputGradientTap.apply(output, call, *params)
 
     def _receive_output_gradient(self, call: _ModuleCall, grad_output: torch.Tensor) -> None:

@@ -21,7 +21,7 @@ class MicroBatchGradients:
     """Per-parameter accumulators for the N examples (U units) of one micro-batch."""
 
     def __init__(self, units: UnitIndex, recorded_calls: Counter[nn.Module] | None = None,
-                 linear_route: str = "auto"):
+                 linear_route: str = "auto", readers: Counter[tuple[int, int]] | None = None):
         """
         Args:
             units: the micro-batch's examples and units.
@@ -29,12 +29,15 @@ class MicroBatchGradients:
                 when the last one has been added, its accumulators take their norms at once (their
                 tensors are still in cache, and what served only the norm can go).
             linear_route: "auto" (by cost, per layer), "ghost" or "per_example" (see `linear_weight`).
+            readers: how many recorded calls kept each tensor, by (data_ptr, numel): a layer input
+                that several layers read (the q, k and v projections) is kept and Gram'ed once.
         """
         self.units = units
         self.linear_route = linear_route
         self._cache = TensorCache()
         self._accumulators: dict[nn.Parameter, Accumulator] = {}
         self._calls_left = Counter(recorded_calls or {})
+        self._readers = readers or Counter()
         self._norms_taken: dict[int, torch.Tensor] = {}  # by id() of the accumulator
 
     @property
@@ -66,21 +69,29 @@ class MicroBatchGradients:
     def sparse_rows(self, param: nn.Parameter) -> SparseRowGradient:
         return self._get(param, lambda: SparseRowGradient(self.units, param))
 
-    def linear_weight(self, param: nn.Parameter, tokens: int,
-                      shape: torch.Size) -> DenseUnitGradient | GhostLinearGradient:
+    def readers(self, tensor: torch.Tensor) -> int:
+        """How many recorded calls of this micro-batch kept `tensor` (or a view of all of it); at least 1."""
+        return max(1, self._readers[tensor.data_ptr(), tensor.numel()])
+
+    def linear_weight(self, param: nn.Parameter, tokens: int, shape: torch.Size,
+                      readers: int = 1) -> DenseUnitGradient | GhostLinearGradient:
         """The accumulator of a weight used as `a @ W^T` over `tokens` tokens per example, W of `shape`
-        (d_out, d_in); decided once per micro-batch, by the first call to reach the backward pass.
+        (d_out, d_in), its input a read by `readers` layers; decided once per micro-batch, by the
+        first call to reach the backward pass.
 
         Keeping per-example gradients costs N * d_out * d_in numbers and as many multiply-adds per
-        token; the ghost route keeps a and g, N * T * (d_in + d_out) numbers, and its Gram matrices
-        cost T * (d_in + d_out) per token and per example of the unit (sum_u m_u^2 / N on average).
-        Both comparisons reduce to the same inequality, so the cheaper route is also the smaller.
+        token; the ghost route keeps a and g, N * T * (d_in / readers + d_out) numbers (an input read
+        by several layers is kept, and its Gram taken, once for all of them), and its Gram matrices
+        cost T * (d_in / readers + d_out) per token and per example of the unit (sum_u m_u^2 / N on
+        average). Both comparisons reduce to the same inequality, so the cheaper route is also the
+        smaller.
         """
         d_out, d_in = shape
 
         def choose() -> DenseUnitGradient | GhostLinearGradient:
             if self.linear_route == "auto":
-                ghost = self.units.mean_unit_size_per_example() * tokens * (d_in + d_out) < d_in * d_out
+                per_token = d_in / readers + d_out
+                ghost = self.units.mean_unit_size_per_example() * tokens * per_token < d_in * d_out
             else:
                 ghost = self.linear_route == "ghost"
             if ghost:

@@ -19,7 +19,7 @@ def add_token_linear(grads: MicroBatchGradients, weight: nn.Parameter | None, bi
     (N, T, d_out), W viewed as `shape` (d_out, d_in); `weight` and `bias` are None where frozen.
     Shared by Linear and Conv2d."""
     if weight is not None:
-        accumulator = grads.linear_weight(weight, inputs.shape[1], shape)
+        accumulator = grads.linear_weight(weight, inputs.shape[1], shape, grads.readers(inputs))
         if isinstance(accumulator, GhostLinearGradient):
             accumulator.add(inputs, output_grads)
         else:
