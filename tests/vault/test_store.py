@@ -12,7 +12,7 @@ from simmim.vault import Vault
 from simmim.vault.database import VERSION_TABLE, head_revision, make_engine, parse_url, schema_revision
 from simmim.vault.schema import Base
 
-from .conftest import subjects_of
+from .conftest import run_sql, subjects_of
 
 
 def test_migrations_build_exactly_the_models_schema(vault, db_url):
@@ -101,3 +101,26 @@ def test_the_migration_downgrades_and_upgrades_cleanly(db_url):
             assert set(Base.metadata.tables) <= set(inspect(connection).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_bulk_inserted_timestamps_are_stored_as_the_orm_stores_them(vault, db_url, records):
+    """Records go in through one driver-level executemany; their timestamps must be the DateTime type's form."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from simmim.vault.database import aware, transaction
+    from simmim.vault.schema import RecordRow, SubjectRow
+
+    before = datetime.now(UTC)
+    vault.ingest(records[:3])
+    with transaction(make_engine(parse_url(db_url))) as session:
+        stamps = session.execute(select(RecordRow.created_at, RecordRow.updated_at, SubjectRow.created_at)
+                                 .join(SubjectRow, SubjectRow.id == RecordRow.subject_pk)).all()
+    for created, updated, subject_created in stamps:
+        assert created == updated and before <= aware(created) <= datetime.now(UTC)
+        assert abs((aware(created) - aware(subject_created)).total_seconds()) < 5
+    if db_url.startswith("sqlite"):  # text: the record's is the same form as the ORM-written subject's
+        raw = run_sql(db_url, "SELECT r.created_at, s.created_at FROM vault_records r JOIN vault_subjects s "
+                              "ON s.id = r.subject_pk")
+        assert all(len(record) == len(subject) and record[10] == subject[10] for record, subject in raw)

@@ -77,7 +77,8 @@ def in_batches(items: Sequence, size: int = IN_CLAUSE) -> Iterable[Sequence]:
 
 def stored_value(session: Session, column, value):
     """``value`` as ``column``'s type binds it on this session's database (rendered once, to bind many times)."""
-    process = column.type.bind_processor(session.get_bind().dialect)
+    dialect = session.get_bind().dialect
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
     return process(value) if process is not None else value
 
 

@@ -30,7 +30,7 @@ def unwrap_data_key(kek: bytes | keys.KeyWrapper, wrapped: bytes, subject_ref: s
     return key
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     subject_pk: int
     subject_ref: str
@@ -48,8 +48,8 @@ class _Slot:
         return self._cipher
 
 
-_KEY_COLUMNS = (SubjectKeyRow.id, SubjectKeyRow.subject_pk, SubjectKeyRow.version, SubjectKeyRow.wrapped,
-                SubjectKeyRow.kek_id, SubjectKeyRow.encryptions)
+_KEY_COLUMNS = (SubjectKeyRow.id, SubjectKeyRow.version, SubjectKeyRow.wrapped, SubjectKeyRow.kek_id,
+                SubjectKeyRow.encryptions)
 
 
 class SealingKeys:
@@ -66,7 +66,8 @@ class SealingKeys:
         wanted = [pk for pk in subjects if pk not in self._slots]
         for part in in_batches(wanted):
             rows = self._session.connection().execute(
-                select(*_KEY_COLUMNS).where(among(self._session, SubjectKeyRow.subject_pk, part))).all()
+                select(SubjectKeyRow.subject_pk, *_KEY_COLUMNS).where(among(self._session, SubjectKeyRow.subject_pk,
+                                                                            part))).all()
             self._take_newest(rows, {pk: subjects[pk] for pk in part})
 
     def find(self, refs: list[str]) -> dict[str, int]:
@@ -75,30 +76,32 @@ class SealingKeys:
         found: dict[str, int] = {}
         for part in in_batches(refs):
             rows = self._session.connection().execute(
-                select(SubjectRow.ref, *_KEY_COLUMNS)
+                select(SubjectRow.ref, SubjectRow.id, *_KEY_COLUMNS)
                 .join(SubjectKeyRow, SubjectKeyRow.subject_pk == SubjectRow.id, isouter=True)
                 .where(among(self._session, SubjectRow.ref, part))).all()
             subjects = {}
-            for row in rows:
-                subjects[row.subject_pk] = row.ref
-                found[row.ref] = row.subject_pk
-            self._take_newest([row for row in rows if row.id is not None],
-                              {pk: ref for pk, ref in subjects.items() if pk not in self._slots})
+            for ref, pk, *_ in rows:
+                found[ref] = pk
+                if pk not in self._slots:
+                    subjects[pk] = ref
+            self._take_newest((key for _, *key in rows if key[1] is not None), subjects)
         return found
 
     def _take_newest(self, rows, subjects: dict[int, str]) -> None:
-        """Makes a slot for each of ``subjects`` (pk -> pseudonym) from the newest of its key ``rows``."""
-        newest = {}
+        """Makes a slot for each of ``subjects`` (pk -> pseudonym) from the newest of its key ``rows``:
+        tuples (subject pk, key row id, version, wrapped key, KEK id, encryptions)."""
+        newest: dict[int, tuple] = {}
         for row in rows:
-            if row.subject_pk not in newest or row.version > newest[row.subject_pk].version:
-                newest[row.subject_pk] = row
+            current = newest.get(row[0])
+            if current is None or row[2] > current[2]:
+                newest[row[0]] = row
         for pk, ref in subjects.items():
             row = newest.get(pk)
             if row is None:
                 raise VaultError(f"subject {ref[:16]} has no data key (it was shredded)")
-            self._slots[pk] = _Slot(pk, ref, row.version,
-                                    unwrap_data_key(self._wrapper, row.wrapped, ref, row.version, row.kek_id),
-                                    row.encryptions, row.id)
+            _, row_id, version, wrapped, kek_id, encryptions = row
+            self._slots[pk] = _Slot(pk, ref, version, unwrap_data_key(self._wrapper, wrapped, ref, version, kek_id),
+                                    encryptions, row_id)
 
     def create(self, subject_pk: int, subject_ref: str, version: int = 1) -> None:
         """A new random key for a subject (its first, or the next version)."""
