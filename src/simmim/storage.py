@@ -5,6 +5,10 @@ Every operation is one transaction. On SQLite the driver's own transaction handl
 off and each transaction starts with ``BEGIN IMMEDIATE``, so writers take the lock before they
 read (a read and the write that depends on it cannot interleave with another process's); the
 journal is WAL with full sync, so a committed change survives power loss; foreign keys are on.
+Each connection may cache up to 64 MiB of pages (SQLite's default is 2 MiB): the vault's indexes
+on keyed-hash pseudonyms are written at random places, and with the default a vault of some
+tens of thousands of records re-read index pages on every batch (ingest of 8,000-record rounds
+ran 20% faster with the larger cache).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from simmim.errors import SimMIMError
 
 # How long a process waits for another one's write transaction before giving up.
 LOCK_TIMEOUT_SECONDS = 60
+CACHE_KIB = 64 * 1024  # page cache per SQLite connection
 
 
 def make_engine(url: URL, *, secure_delete: bool = False) -> Engine:
@@ -40,6 +45,7 @@ def make_engine(url: URL, *, secure_delete: bool = False) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         if secure_delete:
             cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
