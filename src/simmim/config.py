@@ -74,6 +74,7 @@ class PrivacyConfig:
     sample_rate: float = 0.0  # Poisson rate per unit; 0: train.batch_size records' worth of units
     micro_batch_size: int = 256  # records per backward pass (memory cap; the logical batch is unchanged)
     units_per_block: int = 4  # group clipping of the contrastive loss: units per block (negatives stay inside)
+    video_norm_share: float = 0.5  # with clips: share of max_grad_norm for a unit's clips (its images get the rest)
     accountant: str = "pld"
     ledger: str = ""  # database URL of the budget ledger; "": SIMMIM_LEDGER_URL or runs/privacy-ledger.db
 

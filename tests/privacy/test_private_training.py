@@ -74,10 +74,40 @@ def test_example_level_without_contrastive_has_sensitivity_one(tmp_path):
     assert plan.unit == "example" and plan.sensitivity == 1.0 and plan.blocks == 0
 
 
-def test_private_training_refuses_clips(tmp_path):
-    cfg = Config.from_dict({**_config(tmp_path).to_dict(), "data": {"train_size": 100, "video_train_size": 10}})
-    with pytest.raises(ConfigError, match="still images only"):
-        train(cfg, tmp_path / "run", progress=False)
+def test_private_training_with_clips_clips_each_kind_to_its_share(tmp_path):
+    cfg = Config.from_dict({**_config(tmp_path).to_dict(), "data": {"train_size": 100, "video_train_size": 30},
+                            "privacy": {**_config(tmp_path).to_dict()["privacy"], "video_norm_share": 0.25}})
+    result = train(cfg, tmp_path / "run", progress=False)
+    report = result.privacy
+    people = {r.subject_id for r in result.splits.train + result.splits.video_train}
+    assert report["units"] == len(people) and report["video_norm_share"] == 0.25
+    assert report["epsilon_spent"] == pytest.approx(4.0, rel=0.02)  # the same accounting as images alone
+    assert any("video_caption" in row for row in result.history)  # the clips trained
+
+
+def test_clip_micro_batches_hold_whole_clipping_units_of_clips(tmp_path):
+    cfg = Config.from_dict({**_config(tmp_path).to_dict(), "data": {"train_size": 100, "video_train_size": 30}})
+    from simmim.data.batches import EncodedSet
+    from simmim.data.splits import build_splits
+    from simmim.data.tokenizer import WordTokenizer
+    from simmim.train.loop import build_model
+
+    splits = build_splits(cfg.data)
+    tokenizer = WordTokenizer.fit(splits.all_captions())
+    images = EncodedSet(splits.train, tokenizer, cfg.data.context_length)
+    clips = EncodedSet(splits.video_train, tokenizer, cfg.data.context_length)
+    plan = plan_privacy(cfg, splits.train, splits.video_train)
+    step = PrivateStep(build_model(cfg, tokenizer), images, plan, micro_batch_size=24, mask_ratio=0.5, video_set=clips)
+    try:
+        assert [(p.name, p.max_grad_norm) for p in step.parts] == [("images", 0.5), ("clips", 0.5)]
+        sampled = torch.arange(plan.units)
+        for number, records in enumerate((splits.train, splits.video_train)):
+            batches = step._micro_batches(sampled, number)
+            clip_ids = [c for _, units in batches for c in units.unique().tolist()]
+            assert len(clip_ids) == len(set(clip_ids)), "a clipping unit spans two micro-batches"
+            assert sorted(i for r, _ in batches for i in r.tolist()) == list(range(len(records)))
+    finally:
+        step.close()
 
 
 def test_resumed_private_run_reuses_its_reservation(tmp_path, crash_at):

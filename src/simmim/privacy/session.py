@@ -21,8 +21,8 @@ from simmim.privacy.training import PrivateStep, plan_privacy
 
 class PrivateTraining:
     def __init__(self, cfg: Config, model, train_set: EncodedSet, dataset: str, out_dir: Path,
-                 resumed_job: str | None = None):
-        self.plan = plan_privacy(cfg, train_set.records)
+                 resumed_job: str | None = None, video_set: EncodedSet | None = None):
+        self.plan = plan_privacy(cfg, train_set.records, video_set.records if video_set is not None else ())
         self.dataset = dataset
         self.ledger = Ledger(cfg.privacy.ledger or None)
         if dataset not in self.ledger.datasets():
@@ -36,7 +36,7 @@ class PrivateTraining:
             self.ledger.reserve(dataset, self.job_id, [self.plan.event()], self.plan.delta,
                                 description=f"DP-SGD training into {out_dir}")
         self.step = PrivateStep(model, train_set, self.plan, micro_batch_size=cfg.privacy.micro_batch_size,
-                                mask_ratio=cfg.train.mask_ratio)
+                                mask_ratio=cfg.train.mask_ratio, video_set=video_set)
 
     def _still_reserved(self, job_id: str) -> bool:
         try:

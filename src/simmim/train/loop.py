@@ -150,10 +150,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     if cfg.privacy.dp:
         from simmim.privacy.session import PrivateTraining  # the ledger and accountant: DP runs only
 
-        if video_set is not None:
-            raise ConfigError("DP training takes still images only for now: set data.video_train_size = 0")
         previous_job = (meta.get("privacy") or {}).get("ledger_job") if resume_from is not None else None
-        private = PrivateTraining(cfg, model, train_set, fingerprint, out_dir, previous_job)
+        private = PrivateTraining(cfg, model, train_set, fingerprint, out_dir, previous_job, video_set)
         step_fn = private.step
     step_fn = step_fn or (lambda m, o, b: standard_step(m, o, b, tc.grad_clip, tc.micro_batch_size))
 

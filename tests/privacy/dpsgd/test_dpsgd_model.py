@@ -12,6 +12,7 @@ from simmim.data.batches import random_patch_mask
 from simmim.losses import LossWeights, SimMIMObjective
 from simmim.models import create_model
 from simmim.privacy.dpsgd import PerExampleClipper
+from simmim.privacy.dpsgd.errors import ClippingUsageError
 
 N = 6
 VOCAB = 40
@@ -96,3 +97,32 @@ def test_micro_batches_add_up_to_the_logical_batch(expected_clipped_gradients):
     assert norms_first.shape == (2,) and norms_second.shape == (1,)
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-6, atol=1e-9)
+
+
+def test_parts_clip_a_units_images_and_clips_to_their_own_bounds(expected_clipped_gradients):
+    """Per-modality clipping: a person's image gradient clipped to C1 in one part, their clip gradient to C2
+    in the next; p.grad is the sum of both parts' clipped sums, each unit's contribution at most C1 + C2."""
+    torch.manual_seed(0)
+    model = create_model("tiny", vocab_size=VOCAB).to(torch.float64)
+    images, clips = _batch(model, N, video=False, dtype=torch.float64), _batch(model, N, video=True,
+                                                                                 dtype=torch.float64)
+    image_units = torch.tensor([0, 0, 1, 2, 3, 3])
+    clip_units = torch.tensor([1, 1, 3, 4, 5, 5])  # units 1 and 3 have both; 0, 2 only images; 4, 5 only clips
+
+    def loss_of(batch):
+        return lambda idx: OBJECTIVE.weighted(OBJECTIVE.per_example(model, {k: v[idx] for k, v in batch.items()}))
+
+    c_images, c_clips = 0.6, 0.4
+    expected_images = expected_clipped_gradients(model, loss_of(images), image_units, c_images)
+    expected_clips = expected_clipped_gradients(model, loss_of(clips), clip_units, c_clips)
+    with PerExampleClipper(model, max_grad_norm=1.0) as engine:
+        engine.zero_grad()
+        engine.start_part(c_images)
+        engine.accumulate_clipped(loss_of(images)(torch.arange(N)), image_units)
+        engine.start_part(c_clips)
+        norms = engine.accumulate_clipped(loss_of(clips)(torch.arange(N)), clip_units)
+        assert bool((norms > c_clips).all()), "every unit must be clipped for the check to mean anything"
+        with pytest.raises(ClippingUsageError, match="already appeared"):  # within a part the rule stands
+            engine.accumulate_clipped(loss_of(clips)(torch.arange(2)), clip_units[:2])
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected_images[name] + expected_clips[name], rtol=1e-6, atol=1e-9)

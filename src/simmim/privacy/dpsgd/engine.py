@@ -111,6 +111,20 @@ class PerExampleClipper:
             param.grad = None
         self._units_this_step.clear()
 
+    def start_part(self, max_grad_norm: float) -> None:
+        """Starts a new part of the step, clipped to its own bound: from here the units already seen
+        in this step may come back once more, and each unit's gradient in this part is clipped to
+        ``max_grad_norm`` on its own. Gradients keep adding up into `p.grad`.
+
+        A unit's contribution to the step is then the sum of its clipped parts, of norm at most the
+        sum of the parts' bounds, which is what the noise must be scaled to (per-modality clipping
+        splits one bound C between an image part and a clip part, so the sensitivity stays C).
+        """
+        if not max_grad_norm > 0:
+            raise ClippingUsageError(f"max_grad_norm must be positive, got {max_grad_norm}")
+        self.max_grad_norm = float(max_grad_norm)
+        self._units_this_step.clear()
+
     def accumulate_clipped(self, loss_per_example: torch.Tensor, units: torch.Tensor | None = None) -> torch.Tensor:
         """Runs one backward pass and adds sum_u clip(g_u) into each trainable parameter's `.grad`.
 
