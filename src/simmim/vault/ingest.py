@@ -49,7 +49,10 @@ class Ingest(UnlockedVault):
         with self._operation(access.INGEST, "records") as session:
             encoded = self._encode_batch(list(records))
             by_ref = {ref: record for record, _, _, ref in encoded}
-            sealing = SealingKeys(session, self._kek, self._kek_id)
+            # The keys this vault object committed last, if nobody has written since (`KeyCache`);
+            # find() copies what it takes, so a rollback leaves the cache as it was.
+            cache = self._key_cache if self._key_cache.valid_at(session.info["seq_before"]) else None
+            sealing = SealingKeys(session, self._kek, self._kek_id, cache)
             subjects, new_subjects = self._subjects_for_ingest(session, encoded, sealing)
             count, now, rows, pending_bytes = len(encoded), utc_now(), [], 0
             queue = deque(encoded)  # consumed as sealed, so each plaintext can go once its ciphertext is made
@@ -70,6 +73,8 @@ class Ingest(UnlockedVault):
             audit.append(session, actor=self.principal, action="ingest", resource="records",
                          details={"source": source_label(source), "records": count, "new_subjects": new_subjects,
                                   "subjects": sorted(ref for _, ref in subjects.values())})
+            seq_before, seq_after = session.info["seq_before"], audit.lock_head(session).seq
+        self._key_cache.keep(seq_before, seq_after, sealing)  # committed: keys and counts as the database has them
         self._maybe_checkpoint()
         return IngestReport(records=count, new_subjects=new_subjects)
 

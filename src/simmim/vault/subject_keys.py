@@ -8,7 +8,7 @@ nonces stay within NIST's bound. Destroying every version of a subject is crypto
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -52,14 +52,54 @@ _KEY_COLUMNS = (SubjectKeyRow.id, SubjectKeyRow.version, SubjectKeyRow.wrapped, 
                 SubjectKeyRow.encryptions)
 
 
+class KeyCache:
+    """Subjects' newest keys (with their counts) as this vault object last committed them, kept
+    between its ingests so that a subject who comes back is not looked up and unwrapped again.
+
+    Valid only while nobody else has written: every write to the vault appends to the audit log
+    under the chain head's lock, so the cache holds the head's sequence number at its commit and
+    is used only by a transaction that finds the head unchanged (`valid_at`). Any other operation
+    of this vault clears it (a deleted subject's key must not linger in memory).
+    """
+
+    MAX_SUBJECTS = 100_000
+
+    def __init__(self) -> None:
+        self.seq: int | None = None
+        self.pk_of: dict[str, int] = {}
+        self.slots: dict[int, _Slot] = {}
+
+    def valid_at(self, seq: int) -> bool:
+        return self.seq is not None and self.seq == seq
+
+    def clear(self) -> None:
+        self.seq = None
+        self.pk_of.clear()
+        self.slots.clear()
+
+    def keep(self, seq_before: int, seq_after: int, sealing: SealingKeys) -> None:
+        """After ``sealing``'s transaction committed (it found the head at ``seq_before`` and left it at
+        ``seq_after``): its saved keys, as saved. What the cache held stays only if it was valid for
+        that transaction, which held the head's lock throughout."""
+        if not self.valid_at(seq_before) or len(self.slots) > self.MAX_SUBJECTS:
+            self.clear()
+        for slot in sealing.saved_slots():
+            self.pk_of[slot.subject_ref] = slot.subject_pk
+            self.slots[slot.subject_pk] = replace(slot)
+        for pk in sealing.unsaved_subjects():  # a new key version: read from the database next time
+            self.slots.pop(pk, None)
+        self.seq = seq_after
+
+
 class SealingKeys:
     """The newest data key of each subject a transaction seals for."""
 
-    def __init__(self, session: Session, kek: bytes, kek_id: str) -> None:
+    def __init__(self, session: Session, kek: bytes, kek_id: str, cache: KeyCache | None = None) -> None:
         self._session, self._kek_id = session, kek_id
         self._wrapper = keys.KeyWrapper(kek)
         self._slots: dict[int, _Slot] = {}
         self._retired: list[_Slot] = []
+        self._cache = cache
 
     def load(self, subjects: dict[int, str]) -> None:
         """Loads the newest key of each subject (primary key -> pseudonym) not loaded yet."""
@@ -74,6 +114,13 @@ class SealingKeys:
         """The subjects among these pseudonyms that exist (pseudonym -> primary key), their newest keys
         loaded: one query per slice of ``refs`` for the subjects and their keys together."""
         found: dict[str, int] = {}
+        if self._cache is not None:  # a copy: this transaction may still roll back
+            for ref in refs:
+                pk = self._cache.pk_of.get(ref)
+                if pk is not None and pk in self._cache.slots:
+                    found[ref] = pk
+                    self._slots.setdefault(pk, replace(self._cache.slots[pk]))
+            refs = [ref for ref in refs if ref not in found]
         for part in in_batches(refs):
             rows = self._session.connection().execute(
                 select(SubjectRow.ref, SubjectRow.id, *_KEY_COLUMNS)
@@ -135,6 +182,13 @@ class SealingKeys:
         self._retired.clear()
         for slot in self._slots.values():
             slot.changed = False
+
+    def saved_slots(self) -> list[_Slot]:
+        """The keys as saved, with their row ids (keys made in this transaction have none yet)."""
+        return [slot for slot in self._slots.values() if slot.row_id is not None and not slot.changed]
+
+    def unsaved_subjects(self) -> list[int]:
+        return [slot.subject_pk for slot in self._slots.values() if slot.row_id is None or slot.changed]
 
     def _save_counts(self, counted: dict[int, int]) -> None:
         connection = self._session.connection()

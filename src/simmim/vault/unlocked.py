@@ -19,6 +19,7 @@ from simmim.errors import VaultError
 from simmim.vault import access, audit, keys
 from simmim.vault.database import safe_url, transaction
 from simmim.vault.schema import MetaRow, PrincipalRow
+from simmim.vault.subject_keys import KeyCache
 
 
 class AccessDeniedError(VaultError):
@@ -42,6 +43,7 @@ class UnlockedVault:
         self._grant = grant
         self.audit_key = audit_key
         self.checkpoint_every = checkpoint_every
+        self._key_cache = KeyCache()  # ingest's: see `subject_keys.KeyCache`
 
     # -------------------------------------------------------------------------------- pseudonyms
 
@@ -102,9 +104,12 @@ class UnlockedVault:
         again with the error's class, so the log shows every decision whatever happened next.
         """
         decision = None
+        if action != access.INGEST:
+            self._key_cache.clear()
         try:
             with transaction(self._engine) as session:
-                audit.lock_head(session)  # serialises writers: the chain and every check-then-write below
+                head = audit.lock_head(session)  # serialises writers: the chain and every check-then-write below
+                session.info["seq_before"] = head.seq  # what this operation found (see `KeyCache`)
                 decision = self._decide(session, action, purpose)
                 if not decision.allowed:
                     raise self._denied(action, purpose, decision)  # rolls back: nothing but the denial is kept
