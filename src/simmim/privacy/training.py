@@ -134,7 +134,6 @@ class PrivateStep:
     def __init__(self, model, train_set: EncodedSet, plan: PrivacyPlan, *, micro_batch_size: int,
                  mask_ratio: float, video_set: EncodedSet | None = None):
         self.plan = plan
-        self.train_set = train_set
         self.micro_batch_size = micro_batch_size
         self.mask_ratio = mask_ratio
         self.num_patches = model.cfg.num_patches

@@ -184,11 +184,11 @@ class SealingKeys:
             slot.changed = False
 
     def saved_slots(self) -> list[_Slot]:
-        """The keys as saved, with their row ids (keys made in this transaction have none yet)."""
-        return [slot for slot in self._slots.values() if slot.row_id is not None and not slot.changed]
+        """After `save`: the keys with their row ids (keys made in this transaction have none yet)."""
+        return [slot for slot in self._slots.values() if slot.row_id is not None]
 
     def unsaved_subjects(self) -> list[int]:
-        return [slot.subject_pk for slot in self._slots.values() if slot.row_id is None or slot.changed]
+        return [slot.subject_pk for slot in self._slots.values() if slot.row_id is None]
 
     def _save_counts(self, counted: dict[int, int]) -> None:
         connection = self._session.connection()
