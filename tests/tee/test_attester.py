@@ -81,7 +81,9 @@ def test_a_key_release_round_trip_keys_the_encrypted_mount(device, tmp_path, vau
             time.sleep(0.01)
         public_key = bytes.fromhex((exchange / "public_key").read_text())
         grant = broker.release("dcap", (exchange / "evidence.quote").read_bytes(), public_key, nonce)
-        (exchange / "grant.json").write_text(grant.to_json())
+        partial = exchange / "grant.json.partial"  # published whole: the enclave reads it once it exists
+        partial.write_text(grant.to_json())
+        partial.replace(exchange / "grant.json")
 
     relay = threading.Thread(target=host_relay)
     relay.start()
