@@ -16,8 +16,8 @@ The enclave has no network of its own here: `request_key` talks to the broker th
 directory, an unencrypted mount the host can read and write (``deploy/gramine``). The host relays: it
 writes the broker's ``nonce`` (hex), reads ``evidence.quote`` and ``public_key`` (hex), and writes the broker's
 ``grant.json``. Each side publishes a file whole, under a temporary name and then renamed, since the other
-side reads a file as soon as it exists. Nothing in the exchange is secret: the grant opens only with the enclave's private key, and
-the host relay is not part of SimMIM yet.
+side reads a file as soon as it exists. Nothing in the exchange is secret: the grant opens only with the
+enclave's private key, and the host relay is not part of SimMIM yet.
 """
 
 from __future__ import annotations

@@ -235,3 +235,18 @@ def test_auto_route_counts_an_input_shared_by_several_projections(clipping_match
     x = _data(N, 5, 8)
     clipping_matches_autograd(layer, lambda idx: _readout(layer(x[idx])), N)
     assert sorted(routes) == sorted(["dense", "ghost", "ghost", "ghost"] * 2)  # two engine steps (two bounds)
+
+
+def test_ghost_layers_sharing_an_input_with_and_without_bias(units, clipping_matches_autograd, monkeypatch):
+    """A ghost layer's bias is the weight of a constant input 1, folded into its cached input Gram:
+    a layer without bias reading the same input must not see those 1s."""
+    routes = _spy_routes(monkeypatch)
+    with_bias, without_bias = nn.Linear(16, 12), nn.Linear(16, 12, bias=False)
+    x = _data(N, 3, 16)
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        shared = x[idx]  # one tensor read by both layers
+        return _readout(with_bias(shared)) + _readout(without_bias(shared), seed=5)
+
+    clipping_matches_autograd(nn.ModuleList([with_bias, without_bias]), loss_of, N, units, linear_route="ghost")
+    assert set(routes) == {"ghost"}

@@ -9,6 +9,8 @@ Three forms, each chosen because it is the smallest exact one for its kind of pa
 - `GhostLinearGradient`: a Linear layer's inputs a (N, T, d_in) and output gradients g (N, T, d_out)
   ("book-keeping"). Norms by the ghost identity ||sum_t g_t a_t^T||^2 = sum_{t,s} (a_t.a_s)(g_t.g_s);
   the clipped sum as one matmul of the factor-weighted g with a. Per-example gradients never exist.
+  The layer's bias rides along: it is the weight of a constant input 1, so its share of the norm is
+  the same identity with a_t.a_s = 1.
 - `SparseRowGradient`: an embedding's per-(unit, token id) gradient sums, the only rows a unit touches.
 
 Each takes its units' squared norms once its module's last call has been added (`squared_norms`,
@@ -123,13 +125,16 @@ def identity(t: torch.Tensor) -> tuple:
 
 
 class GhostLinearGradient:
-    """A Linear weight's (input, output gradient) pairs, one per call of the layer."""
+    """A Linear weight's (input, output gradient) pairs, one per call of the layer, and the layer's
+    bias when it is trained (None otherwise)."""
 
-    def __init__(self, units: UnitIndex, weight: nn.Parameter, shape: torch.Size, cache: TensorCache):
+    def __init__(self, units: UnitIndex, weight: nn.Parameter, shape: torch.Size, cache: TensorCache,
+                 bias: nn.Parameter | None = None):
         self.units = units
         self.weight = weight
         self.shape = shape
         self.cache = cache
+        self.bias = bias
         self.inputs: list[torch.Tensor] = []
         self.output_grads: list[torch.Tensor] = []
         self._squared_norms: torch.Tensor | None = None
@@ -142,7 +147,8 @@ class GhostLinearGradient:
     def squared_norms(self) -> torch.Tensor:
         """Sum over pairs of calls (i, j) of <A_i A_j^T, G_i G_j^T>, each unit's examples packed
         together (`UnitIndex.pack`): the Gram matrix of all calls' tokens, block by block, so that
-        no concatenated copy of the calls is made."""
+        no concatenated copy of the calls is made. With a bias, every entry of A_i A_j^T is one
+        larger (the constant input), which adds the bias gradient's squared norm."""
         if self._squared_norms is not None:
             return self._squared_norms
         grads = [self.units.pack(g) for g in self.output_grads]
@@ -162,15 +168,21 @@ class GhostLinearGradient:
 
         def make() -> list[torch.Tensor]:
             packed_i = self.units.pack(a_i)
-            return gram_blocks(packed_i, packed_i if j == i else self.units.pack(a_j))
+            blocks = gram_blocks(packed_i, packed_i if j == i else self.units.pack(a_j))
+            if self.bias is not None:  # padding slots of a packed unit have g = 0: their 1s add nothing
+                for block in blocks:
+                    block.add_(1.0)
+            return blocks
 
-        return self.cache.get(("gram", identity(a_i), identity(a_j)), make)
+        key = ("gram", identity(a_i), identity(a_j), self.bias is not None)
+        return self.cache.get(key, make)
 
     def clipped_sums(self, factors: torch.Tensor, cache: TensorCache) -> ClippedSums:
         """sum_n f_n g_n^T a_n: the factor goes on the narrower of a and g (fewer multiplications, a
-        smaller temporary), or on a when a factor-weighted a is at hand (q, k and v share theirs)."""
+        smaller temporary), or on a when a factor-weighted a is at hand (q, k and v share theirs).
+        The bias's is sum_n f_n sum_t g_nt."""
         per_example = self.units.spread_to_examples(factors).to(self.inputs[0].dtype)
-        weight_sum = None
+        weight_sum = bias_sum = None
         for a, g in zip(self.inputs, self.output_grads):
             key = ("scaled", identity(a))
             scale_input = a.shape[-1] <= g.shape[-1] or key in cache
@@ -184,8 +196,14 @@ class GhostLinearGradient:
                 weight_sum = left.t() @ right
             else:
                 weight_sum.addmm_(left.t(), right)
+            if self.bias is not None:
+                # Where g is unweighted (scale_input), its tokens are weighed by their example's factor.
+                call_sum = left.t() @ per_example.repeat_interleave(g.shape[1]) if scale_input else left.sum(0)
+                bias_sum = call_sum if bias_sum is None else bias_sum.add_(call_sum)
         self.inputs, self.output_grads = [], []
         yield self.weight, weight_sum.view(self.shape)
+        if self.bias is not None:
+            yield self.bias, bias_sum
 
 
 class SparseRowGradient:

@@ -73,11 +73,12 @@ class MicroBatchGradients:
         """How many recorded calls of this micro-batch kept `tensor` (or a view of all of it); at least 1."""
         return max(1, self._readers[tensor.data_ptr(), tensor.numel()])
 
-    def linear_weight(self, param: nn.Parameter, tokens: int, shape: torch.Size,
-                      readers: int = 1) -> DenseUnitGradient | GhostLinearGradient:
-        """The accumulator of a weight used as `a @ W^T` over `tokens` tokens per example, W of `shape`
-        (d_out, d_in), its input a read by `readers` layers; decided once per micro-batch, by the
-        first call to reach the backward pass.
+    def linear_weight(self, param: nn.Parameter, tokens: int, shape: torch.Size, readers: int = 1,
+                      bias: nn.Parameter | None = None) -> DenseUnitGradient | GhostLinearGradient:
+        """The accumulator of a weight used as `a @ W^T (+ bias)` over `tokens` tokens per example, W of
+        `shape` (d_out, d_in), its input a read by `readers` layers; decided once per micro-batch, by the
+        first call to reach the backward pass. A ghost accumulator takes the layer's trained bias too
+        (None: frozen, or none); a dense one does not.
 
         Keeping per-example gradients costs N * d_out * d_in numbers and as many multiply-adds per
         token; the ghost route keeps a and g, N * T * (d_in / readers + d_out) numbers (an input read
@@ -95,7 +96,7 @@ class MicroBatchGradients:
             else:
                 ghost = self.linear_route == "ghost"
             if ghost:
-                return GhostLinearGradient(self.units, param, shape, self._cache)
+                return GhostLinearGradient(self.units, param, shape, self._cache, bias)
             return DenseUnitGradient(self.units, param)
 
         return self._get(param, choose)

@@ -1,5 +1,5 @@
 """nn.Linear over any leading dimensions: weight by ghost norm or explicit per-example gradients
-(whichever is cheaper for the layer's shape), bias explicitly."""
+(whichever is cheaper for the layer's shape); bias with the ghost weight, or explicitly."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ def add_token_linear(grads: MicroBatchGradients, weight: nn.Parameter | None, bi
     (N, T, d_out), W viewed as `shape` (d_out, d_in); `weight` and `bias` are None where frozen.
     Shared by Linear and Conv2d."""
     if weight is not None:
-        accumulator = grads.linear_weight(weight, inputs.shape[1], shape, grads.readers(inputs))
+        accumulator = grads.linear_weight(weight, inputs.shape[1], shape, grads.readers(inputs), bias)
         if isinstance(accumulator, GhostLinearGradient):
             accumulator.add(inputs, output_grads)
+            if accumulator.bias is not None:  # it takes the bias as the weight of a constant input
+                return
         else:
             accumulator.add_outer_products(output_grads, inputs)
     if bias is not None:
