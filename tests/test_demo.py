@@ -31,9 +31,9 @@ def test_non_private_demo_writes_report_summary_and_plots(tmp_path):
 
 
 def test_private_demo_reports_dp_beside_non_private_and_public_models(tmp_path):
-    """The default demo: public pretraining, then the same LoRA fine-tuning with and without DP."""
+    """The default demo: public pretraining, then the same LoRA fine-tuning with and without DP, on
+    the people's photos and clips."""
     values = _tiny().to_dict()
-    values["data"]["video_train_size"] = 0
     values["privacy"] = {"epsilon": 8.0, "delta": 1e-5}
     values["finetune"] = {"lora_rank": 2, "train_modules": ["fusion"]}
     public = _tiny(data={"train_size": 200, "val_size": 20, "test_size": 20, "video_train_size": 20, "seed": 5,
@@ -56,6 +56,9 @@ def test_private_demo_reports_dp_beside_non_private_and_public_models(tmp_path):
         assert (out / png).stat().st_size > 1000 and png in (out / "report.md").read_text()
     meta = json.loads((out / "model" / "meta.json").read_text())
     assert meta["privacy"]["ledger_job"] == privacy["ledger_job"] and meta["adapters"] == "merged"
+    # The people's clips were released by the vault and planned for under DP, clipped apart from their
+    # photos (whether a step samples a person with clips is random: the history may have no clip loss).
+    assert privacy["video_norm_share"] == 0.5
     assert meta["init"]["path"] == str(out / "public" / "model")
     reference = json.loads((out / "non-private" / "model" / "meta.json").read_text())
     assert reference["privacy"] is None and reference["metrics"] == summary["baselines"]["non-private"]
@@ -66,6 +69,7 @@ def test_private_demo_reports_dp_beside_non_private_and_public_models(tmp_path):
     assert release["excluded"] == {"no_consent": choices["never_answered"], "withdrawn": choices["withdrawn"],
                                    "deleted": 1}
     assert release["subjects"] == choices["consented"] == privacy["units"]
+    assert "clipped apart, to 0.5 C and 0.5 C" in (out / "report.md").read_text()
     assert meta["vault"]["snapshot_id"] == reference["vault"]["snapshot_id"] == release["snapshot_id"]
     assert "never answered" in (out / "report.md").read_text()
     # The report shows a federated run on a real loopback Flower deployment.

@@ -92,8 +92,10 @@ def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, pr
     public_splits = build_splits(public_cfg.data)
     splits = build_splits(cfg.data)
     # The people's training records live in a vault; training sees only what it releases.
-    people = vault_of_people(splits.train, out / "vault", seed=cfg.data.seed)
-    splits = dataclasses.replace(splits, train=people.released.records, vault=people.released.lineage)
+    people = vault_of_people(splits.train + splits.video_train, out / "vault", seed=cfg.data.seed)
+    released = people.released.records
+    splits = dataclasses.replace(splits, train=[r for r in released if not r.is_video],
+                                 video_train=[r for r in released if r.is_video], vault=people.released.lineage)
     cfg = dataclasses.replace(cfg, vault=people.section)
     # Public pretraining, evaluated on the people's test split: what the model knows without them.
     public, public_eval = _trained_and_evaluated(public_cfg, out / "public", public_splits, splits, progress)
@@ -120,13 +122,18 @@ def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, pr
     notes = [
         f"Pretrained without privacy on a public corpus of {len(public_splits.train)} synthetic scenes and "
         f"{len(public_splits.video_train)} clips (seed {public_cfg.data.seed}, no people in it; "
-        f"{public_cfg.train.steps} steps), then fine-tuned on {len(splits.train)} records of {privacy['units']} people "
-        f"with DP-SGD: {privacy['unit']}-level (epsilon = {privacy['epsilon_spent']:.2f}, "
+        f"{public_cfg.train.steps} steps), then fine-tuned on {len(splits.train)} photos"
+        + (f" and {len(splits.video_train)} clips" if splits.video_train else "")
+        + f" of {privacy['units']} people with DP-SGD: {privacy['unit']}-level "
+        f"(epsilon = {privacy['epsilon_spent']:.2f}, "
         f"delta = {privacy['delta']:g}, "
         f"{privacy['accountant'].upper()} accountant), sigma = {privacy['noise_multiplier']}, "
         f"q = {privacy['sample_rate']:.4f}, {privacy['steps']} steps, C = {privacy['max_grad_norm']}"
         + (f", LoRA rank {cfg.finetune.lora_rank} on {', '.join(cfg.finetune.lora_targets)}"
-           if cfg.finetune.lora_rank else "") + ".",
+           if cfg.finetune.lora_rank else "")
+        + (f"; a person's photos and clips are clipped apart, to {1 - privacy['video_norm_share']:g} C and "
+           f"{privacy['video_norm_share']:g} C, so that together they stay within C" if splits.video_train else "")
+        + ".",
         f"Columns: `public only` is the pretrained model before fine-tuning; `{REFERENCE}` is the same fine-tuning "
         "without clipping or noise; `DP` is the released model. The last column is DP as a fraction of "
         f"{REFERENCE}.",
@@ -157,7 +164,7 @@ def _added_line(public: dict, non_private: dict, dp: dict) -> str:
 
 def _vault_line(people: DemoVault) -> str:
     lineage, choices = people.released.lineage, people.choices
-    return (f"The people's {lineage['records']} training records were read from the vault "
+    return (f"The people's {lineage['records']} training records (photos and clips) were read from the vault "
             f"(`vault/`, encrypted per person): of {people.people} people, {choices['consented']} consented to model "
             f"training, {choices['never_answered']} never answered, {choices['withdrawn']} withdrew and "
             f"{choices['deleted']} asked to be deleted; the release (snapshot `{lineage['snapshot_id'][:16]}`) held "

@@ -54,6 +54,22 @@ def test_training_uses_only_released_records_and_records_lineage(db_url, key_sou
     assert report.snapshots == (lineage["snapshot_id"],)
 
 
+def test_a_vault_with_photos_and_clips_trains_on_both(db_url, key_source, key_file, tmp_path):
+    """Released clips go to the clip splits of their person's split, never among the photos."""
+    photos = synthetic.generate(200, seed=11)
+    clips = synthetic.generate(40, seed=11, kind="video", frames=4)
+    with Vault.create(db_url, key_source) as vault:
+        vault.add_principal("trainer", "trainer")
+        vault.ingest(photos + clips)
+        vault.grant_consent(subjects_of(photos + clips), "model-training", notice_version="v1")
+    result = train(_config(db_url, tmp_path), tmp_path / "run", progress=False)
+    splits = result.splits
+    assert not any(r.is_video for part in (splits.train, splits.val, splits.test) for r in part)
+    assert splits.video_train and all(r.is_video for r in splits.video_train + splits.video_test)
+    assert len(splits.video_train) + len(splits.video_test) == len(clips)
+    assert "video_caption" in result.history[-1]  # the clips were trained on
+
+
 def test_a_principal_without_the_training_role_cannot_release(db_url, key_source, key_file, tmp_path):
     with Vault.create(db_url, key_source) as vault:
         vault.add_principal("someone", "analyst")

@@ -2,7 +2,8 @@
 
 Synthetic data comes with its own splits (including `test_unseen`, attribute combinations never
 seen in training). Data a user brings is split by subject, with a keyed hash of the subject id,
-so that all of one person's records fall in the same split.
+so that all of one person's records fall in the same split; clips (a vault may hold them) go to
+the clip splits of their person's split.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def build_splits(cfg: DataConfig, vault: VaultSection | None = None) -> Splits:
         result = formats.read_dataset(cfg.source, fmt=cfg.format, image_size=cfg.image_size,
                                       max_caption_words=cfg.max_caption_words, skip_bad=cfg.skip_bad)
         records, skipped = result.records, result.skipped
-    parts: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
+    parts: dict[str, list[Record]] = {"train": [], "val": [], "test": [], "video_train": [], "video_test": []}
     for record in records:
-        parts[subject_split(record.subject_id)].append(record)
+        split = subject_split(record.subject_id)
+        if record.is_video:  # there is no clip validation set: held-out people's clips are all test clips
+            split = "video_train" if split == "train" else "video_test"
+        parts[split].append(record)
     return Splits(**parts, skipped=skipped, vault=lineage)
