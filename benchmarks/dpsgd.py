@@ -30,13 +30,19 @@ Models:
 Time: one process per (model, batch, threads) builds every variant, each on its own copy of the
 model (same initialisation, same batch), and steps them round-robin: 2 warm-up rounds, then --reps
 timed rounds. The median wall time per step is reported, and ratios are taken between variants of
-the same process, which saw the same machine load.
+the same process, which saw the same machine load. The headline ratio to non-private also comes
+round by round (median and quartiles of each round's ours / non-private): on a shared machine
+whose speed drifts by tens of percent, that spread is the honest error bar of the ratio.
 
 Memory: each variant in its own process (peak RSS only ever grows within a process). The peak
 RSS over 2 + --mem-steps steps, minus the RSS just before the first step, is the step's peak
 memory increase: activations, gradients, per-sample state, and what the allocator keeps between
 steps; the model, the batch and the Opacus/engine setup are excluded. (The peak creeps up over
-the first steps as the heap fragments, hence several steps.)
+the first steps as the heap fragments, hence several steps.) Beside it, the same process samples
+the bytes glibc's malloc has handed out and not yet had back (`mallinfo2`: in use in the heap
+plus mmapped chunks) from a thread, every 0.2 ms or so: the peak of the tensors and objects alive,
+without the freed memory the heap keeps. Peak RSS minus that is heap fragmentation. A sampled
+peak can only read low (a peak between two samples is missed), never high.
 
 Correctness first: before timing, for each model (and demo objective), ours and every Opacus
 variant must give the same clipped gradient sum at sigma = 0, on a batch of 16 with C set to the
@@ -60,12 +66,14 @@ Workarounds for Opacus 1.6, each needed for it to run at all, none adding work t
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -374,7 +382,8 @@ def time_variants(model_name: str, batch_size: int, threads: int, reps: int) -> 
         rows.append({"model": model_name, "objective": objective, "variant": variant, "batch": batch_size,
                      "threads": threads, "reps": reps, "step_ms": 1000 * statistics.median(values),
                      "step_ms_min": 1000 * min(values), "step_ms_iqr": [1000 * quartiles[0], 1000 * quartiles[2]],
-                     "cpu_ms": 1000 * statistics.median(cpu[(objective, variant)]), "loadavg_1min_after": load})
+                     "cpu_ms": 1000 * statistics.median(cpu[(objective, variant)]), "loadavg_1min_after": load,
+                     "step_ms_each_round": [1000 * v for v in values]})
     return rows
 
 
@@ -383,12 +392,66 @@ def _status_mib(key: str) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+class LiveHeapPeak:
+    """The peak of glibc malloc's bytes in use (heap chunks in use plus mmapped chunks), sampled from a
+    thread while the `with` block runs; `peak_mib` is None where glibc's malloc is not the one in use
+    (another allocator preloaded) or has no mallinfo2 (glibc < 2.33).
+
+    Torch's operators release the GIL, so the sampler runs during them; Python code between them can
+    hold it for up to the switch interval (5 ms), so a peak shorter than that may be missed."""
+
+    def __init__(self, interval_s: float = 0.0002):
+        self.interval_s = interval_s
+        self.peak_mib: float | None = None
+        self._stop = threading.Event()
+        self._mallinfo2 = None
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            in_use = ctypes.CDLL(None)  # the malloc the process calls: glibc's, or a preloaded one
+            if ctypes.cast(in_use.malloc, ctypes.c_void_p).value == ctypes.cast(libc.malloc, ctypes.c_void_p).value:
+                self._mallinfo2 = libc.mallinfo2
+                self._mallinfo2.restype = _MallInfo2
+        except (OSError, AttributeError):
+            pass
+
+    def in_use_mib(self) -> float | None:
+        if self._mallinfo2 is None:
+            return None
+        info = self._mallinfo2()
+        return (info.uordblks + info.hblkhd) / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mib = max(self.peak_mib, self.in_use_mib())
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> LiveHeapPeak:
+        self.peak_mib = self.in_use_mib()
+        if self.peak_mib is not None:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.peak_mib is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mib = max(self.peak_mib, self.in_use_mib())
+
+
 def peak_memory(model_name: str, objective: str, variant: str, batch_size: int, threads: int, steps: int) -> dict:
     """Peak RSS increase of one variant's steps, alone in this process: the peak over WARMUP + steps
     steps minus the RSS before the first (model, batch and Opacus/engine state already built).
 
     Not the peak after a warm-up minus the RSS then: the allocator keeps the memory a step freed, so
-    after one step the RSS already holds the step's peak and the increase would read ~0."""
+    after one step the RSS already holds the step's peak and the increase would read ~0. The live
+    peak (`LiveHeapPeak`) over the same steps, minus the bytes in use before the first, comes with it."""
     torch.set_num_threads(threads)
     step = make_step(variant, build_workload(model_name, objective, batch_size), CLIP)
     # "5" resets the peak (VmHWM) to the current RSS: one-off peaks of the setup (data generation,
@@ -397,11 +460,14 @@ def peak_memory(model_name: str, objective: str, variant: str, batch_size: int, 
         f.write("5")
     before = _status_mib("VmRSS:")
     after_each = []
-    for _ in range(WARMUP + steps):
-        step()
-        after_each.append(_status_mib("VmHWM:") - before)
+    with LiveHeapPeak() as live:
+        live_before = live.in_use_mib()
+        for _ in range(WARMUP + steps):
+            step()
+            after_each.append(_status_mib("VmHWM:") - before)
     return {"rss_before_mib": before, "peak_rss_increase_mib": after_each[-1],
-            "peak_rss_increase_after_each_step_mib": after_each}
+            "peak_rss_increase_after_each_step_mib": after_each,
+            "peak_live_increase_mib": None if live.peak_mib is None else live.peak_mib - live_before}
 
 
 # Driver.
@@ -419,6 +485,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
+def _paired_ratio(times: list[float], base_times: list[float]) -> dict:
+    """The ratio of two variants' steps round by round (the two steps of a round are seconds apart, so
+    a machine whose speed drifts over the run moves both): its median and quartiles."""
+    ratios = [t / b for t, b in zip(times, base_times)]
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {"median": statistics.median(ratios), "iqr": [quartiles[0], quartiles[2]]}
+
+
 def _headline(rows: list[dict], batch_sizes: list[int], threads: list[int]) -> dict:
     """The issue's numbers for the demo model at batch 256 (or the largest measured), 2 threads if measured."""
     batch = 256 if 256 in batch_sizes else max(batch_sizes)
@@ -426,7 +500,8 @@ def _headline(rows: list[dict], batch_sizes: list[int], threads: list[int]) -> d
     found = {(r["objective"], r["variant"]): r for r in rows
              if r["model"] == "demo" and r["batch"] == batch and r["threads"] == thread_count}
     if not found:
-        return {"ratio_vs_nonprivate": None, "ratio_vs_opacus_best": None, "peak_mem_ratio": None}
+        return {"ratio_vs_nonprivate": None, "ratio_vs_nonprivate_by_round": None, "ratio_vs_opacus_best": None,
+                "peak_mem_ratio": None, "peak_live_ratio": None}
 
     def value(objective: str, variant: str, key: str) -> float | None:
         row = found.get((objective, variant))
@@ -439,31 +514,41 @@ def _headline(rows: list[dict], batch_sizes: list[int], threads: list[int]) -> d
         by_objective[objective] = {
             "ratio_vs_nonprivate": _ratio(value(objective, "ours", "step_ms"),
                                           value(objective, "nonprivate", "step_ms")),
+            "ratio_vs_nonprivate_by_round": value(objective, "ours", "step_ratio_vs_nonprivate_by_round"),
             "opacus_best": best,
             "ratio_vs_opacus_best": _ratio(value(objective, "ours", "step_ms"), opacus.get(best)),
             "peak_mem_ratio": _ratio(value(objective, "ours", "peak_rss_increase_mib"),
                                      value(objective, "nonprivate", "peak_rss_increase_mib")),
             "peak_mem_ratio_vs_opacus_best": _ratio(value(objective, "ours", "peak_rss_increase_mib"),
                                                     value(objective, best, "peak_rss_increase_mib")),
+            "peak_live_ratio": _ratio(value(objective, "ours", "peak_live_increase_mib"),
+                                      value(objective, "nonprivate", "peak_live_increase_mib")),
         }
     return {
         "ratio_vs_nonprivate": by_objective["full"]["ratio_vs_nonprivate"],
+        "ratio_vs_nonprivate_by_round": by_objective["full"]["ratio_vs_nonprivate_by_round"],
         "ratio_vs_opacus_best": by_objective["single"]["ratio_vs_opacus_best"],
         "peak_mem_ratio": by_objective["full"]["peak_mem_ratio"],
+        "peak_live_ratio": by_objective["full"]["peak_live_ratio"],
         "headline_basis": {
             "model": "demo", "batch": batch, "threads": thread_count,
             "ratio_vs_nonprivate": "ours / nonprivate step time, full objective",
+            "ratio_vs_nonprivate_by_round": "ours / nonprivate step time of each round, full objective: median and "
+                                            "quartiles (the spread the machine's own noise gives)",
             "ratio_vs_opacus_best": "ours / min(opacus_hooks, opacus_ghost) step time, single objective (the only "
                                     "one Opacus ghost runs on); by_objective.full has ours / opacus_hooks",
             "peak_mem_ratio": "ours / nonprivate peak-RSS increase of a step, full objective",
+            "peak_live_ratio": "ours / nonprivate peak increase of malloc's bytes in use (sampled), full objective: "
+                               "peak_mem_ratio without heap fragmentation",
         },
         "by_objective": by_objective,
     }
 
 
 def _print_table(rows: list[dict]) -> None:
-    header = ("model", "objective", "batch", "threads", "variant", "step ms", "x nonpriv", "peak +MiB", "x nonpriv")
-    print("{:5s} {:9s} {:>5s} {:>7s} {:13s} {:>8s} {:>9s} {:>9s} {:>9s}".format(*header))
+    header = ("model", "objective", "batch", "threads", "variant", "step ms", "x nonpriv", "peak +MiB", "x nonpriv",
+              "live +MiB", "x nonpriv")
+    print("{:5s} {:9s} {:>5s} {:>7s} {:13s} {:>8s} {:>9s} {:>9s} {:>9s} {:>9s} {:>9s}".format(*header))
 
     def fmt(value: float | None, spec: str, suffix: str = "") -> str:
         return "-" if value is None else format(value, spec) + suffix
@@ -472,7 +557,9 @@ def _print_table(rows: list[dict]) -> None:
         print(f"{r['model']:5s} {r['objective']:9s} {r['batch']:5d} {r['threads']:7d} {r['variant']:13s} "
               f"{r['step_ms']:8.1f} {fmt(r['step_ratio_vs_nonprivate'], '.2f', 'x'):>9s} "
               f"{fmt(r.get('peak_rss_increase_mib'), '.0f'):>9s} "
-              f"{fmt(r.get('mem_ratio_vs_nonprivate'), '.2f', 'x'):>9s}")
+              f"{fmt(r.get('mem_ratio_vs_nonprivate'), '.2f', 'x'):>9s} "
+              f"{fmt(r.get('peak_live_increase_mib'), '.0f'):>9s} "
+              f"{fmt(r.get('live_ratio_vs_nonprivate'), '.2f', 'x'):>9s}")
 
 
 def main() -> None:
@@ -544,7 +631,9 @@ def main() -> None:
                 == (r["model"], r["objective"], r["batch"], r["threads"])}
         base = same["nonprivate"]
         r["step_ratio_vs_nonprivate"] = _ratio(r["step_ms"], base["step_ms"])
+        r["step_ratio_vs_nonprivate_by_round"] = _paired_ratio(r["step_ms_each_round"], base["step_ms_each_round"])
         r["mem_ratio_vs_nonprivate"] = _ratio(r.get("peak_rss_increase_mib"), base.get("peak_rss_increase_mib"))
+        r["live_ratio_vs_nonprivate"] = _ratio(r.get("peak_live_increase_mib"), base.get("peak_live_increase_mib"))
         opacus = [same[v]["step_ms"] for v in OPACUS if v in same]
         r["step_ratio_vs_opacus_best"] = _ratio(r["step_ms"], min(opacus)) if opacus else None
 
@@ -576,10 +665,13 @@ def main() -> None:
     if result["ratio_vs_nonprivate"] is not None:
         basis = result["headline_basis"]
         fmt = {k: "-" if result[k] is None else f"{result[k]:.2f}x"
-               for k in ("ratio_vs_nonprivate", "ratio_vs_opacus_best", "peak_mem_ratio")}
+               for k in ("ratio_vs_nonprivate", "ratio_vs_opacus_best", "peak_mem_ratio", "peak_live_ratio")}
+        by_round = result["ratio_vs_nonprivate_by_round"]
         print(f"demo, batch {basis['batch']}, {basis['threads']} thread(s): ours vs non-private "
-              f"{fmt['ratio_vs_nonprivate']} (full objective), vs the faster Opacus {fmt['ratio_vs_opacus_best']} "
-              f"(single objective), peak memory vs non-private {fmt['peak_mem_ratio']} (full objective)")
+              f"{fmt['ratio_vs_nonprivate']} (full objective; round by round {by_round['median']:.2f}x, quartiles "
+              f"{by_round['iqr'][0]:.2f}-{by_round['iqr'][1]:.2f}), vs the faster Opacus {fmt['ratio_vs_opacus_best']} "
+              f"(single objective), peak memory vs non-private {fmt['peak_mem_ratio']} (full objective; "
+              f"{fmt['peak_live_ratio']} in live bytes, without heap fragmentation)")
     print(f"run time {result['run_seconds']:.0f} s")
 
 
