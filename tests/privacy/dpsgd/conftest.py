@@ -84,6 +84,13 @@ def clipping_matches_autograd() -> Callable[..., torch.Tensor]:
 
 
 @pytest.fixture
+def engine_clipping() -> Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """`engine_result(model, loss_of, n, units, max_grad_norm, linear_route)`: the engine's norms and clipped
+    sums alone, for comparing two engine settings with each other."""
+    return engine_result
+
+
+@pytest.fixture
 def random_units() -> Callable[[int, int], torch.Tensor]:
     """`make(n, seed)`: shuffled unit ids, each unit holding 1 to 3 examples, ids not contiguous."""
 

@@ -10,7 +10,8 @@ Three forms, each chosen because it is the smallest exact one for its kind of pa
   ("book-keeping"). Norms by the ghost identity ||sum_t g_t a_t^T||^2 = sum_{t,s} (a_t.a_s)(g_t.g_s);
   the clipped sum as one matmul of the factor-weighted g with a. Per-example gradients never exist.
   The layer's bias rides along: it is the weight of a constant input 1, so its share of the norm is
-  the same identity with a_t.a_s = 1.
+  the same identity with a_t.a_s = 1. For float32 on the CPU the identity is evaluated by a compiled
+  kernel (`ghost_kernel`), both Gram matrices of a unit at once; elsewhere by torch's batched products.
 - `SparseRowGradient`: an embedding's per-(unit, token id) gradient sums, the only rows a unit touches.
 
 Each takes its units' squared norms once its module's last call has been added (`squared_norms`,
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from simmim.privacy.dpsgd import ghost_kernel
 from simmim.privacy.dpsgd.units import UnitIndex
 
 ClippedSums = Iterator[tuple[nn.Parameter, torch.Tensor]]
@@ -152,6 +154,10 @@ class GhostLinearGradient:
         if self._squared_norms is not None:
             return self._squared_norms
         grads = [self.units.pack(g) for g in self.output_grads]
+        kernel = ghost_kernel.load()
+        if kernel is not None and kernel.accepts(*self.inputs, *grads):
+            self._squared_norms = self._kernel_norms(kernel, grads)
+            return self._squared_norms
         total = None
         for i in range(len(grads)):
             for j in range(i + 1):
@@ -162,6 +168,20 @@ class GhostLinearGradient:
                     total = part if total is None else total.add_(part)
         self._squared_norms = total.clamp_min_(0.0)
         return self._squared_norms
+
+    def _kernel_norms(self, kernel: ghost_kernel.GhostNormKernel, grads: list[torch.Tensor]) -> torch.Tensor:
+        """The same sum, each pair of calls by the compiled kernel: both Gram matrices of a unit formed
+        and reduced at once, half of each when the pair is one call with itself."""
+        inputs = [self.units.pack(a) for a in self.inputs]
+        bias = 0.0 if self.bias is None else 1.0
+        total = None
+        for i in range(len(grads)):
+            for j in range(i + 1):
+                part = kernel(inputs[i], inputs[j], grads[i], grads[j], bias, same=i == j)
+                if i != j:
+                    part.mul_(2.0)
+                total = part if total is None else total.add_(part)
+        return total.clamp_min_(0.0)
 
     def _input_gram(self, i: int, j: int) -> list[torch.Tensor]:
         a_i, a_j = self.inputs[i], self.inputs[j]
