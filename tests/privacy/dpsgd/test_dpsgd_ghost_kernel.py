@@ -5,7 +5,9 @@ results with it equal plain autograd's and the torch path's."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import shutil
 from collections.abc import Callable
 
@@ -51,6 +53,27 @@ def test_kernel_equals_the_gram_identity(units, ta, tb, d_in, d_out, bias, same,
     expected, scale = _reference(a, b, g, h, bias)
     got = kernel(a, b, g, h, bias, same=same).double()
     assert bool(((got - expected).abs() <= 1e-5 * scale + 1e-6).all()), (got - expected).abs().max()
+
+
+def test_the_portable_build_agrees_too(tmp_path):
+    """The kernel's vectors are AVX-512 registers on this machine; built for a baseline CPU instead, the
+    same source takes its portable path (memcpy loads, lane sums by halves), checked here."""
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    assert compiler is not None
+    baseline = ["-march=x86-64-v2"] if platform.machine() == "x86_64" else []
+    flags = tuple(f for f in ghost_kernel.FLAGS if not f.startswith("-march")) + tuple(baseline)
+    target = tmp_path / "portable.so"
+    ghost_kernel.build(compiler, target, flags)
+    kernel = ghost_kernel.GhostNormKernel(ctypes.CDLL(str(target)))
+    generator = torch.Generator().manual_seed(0)
+    for units, ta, tb, d_in, d_out in [(3, 17, 17, 96, 44), (2, 5, 23, 21, 64), (4, 1, 1, 3, 70)]:
+        a, g = torch.randn(units, ta, d_in, generator=generator), torch.randn(units, ta, d_out, generator=generator)
+        b, h = torch.randn(units, tb, d_in, generator=generator), torch.randn(units, tb, d_out, generator=generator)
+        for same in (True, False):
+            args = (a, a, g, g) if same else (a, b, g, h)
+            expected, scale = _reference(*args, 1.0)
+            got = kernel(*args, 1.0, same=same).double()
+            assert bool(((got - expected).abs() <= 1e-5 * scale + 1e-6).all())
 
 
 def test_kernel_reads_views_and_refuses_mismatched_shapes():

@@ -83,13 +83,13 @@ def _cache_dirs() -> list[Path]:
     return [Path(base) / "simmim", Path(tempfile.gettempdir()) / f"simmim-{os.getuid()}"]
 
 
-def _build(compiler: str, target: Path) -> None:
+def build(compiler: str, target: Path, flags: tuple[str, ...] = FLAGS) -> None:
     """Compiles to a temporary name beside `target`, then renames: a concurrent build or a reader
     never sees a half-written library."""
     fd, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.part")
     os.close(fd)
     try:
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial], check=True, capture_output=True, text=True,
+        subprocess.run([compiler, *flags, str(SOURCE), "-o", partial], check=True, capture_output=True, text=True,
                        timeout=120)
         os.replace(partial, target)
     finally:
@@ -114,7 +114,7 @@ def load() -> GhostNormKernel | None:
         try:
             target = _private_dir(directory) / f"ghost_norms-{key}.so"
             if not target.exists():
-                _build(compiler, target)
+                build(compiler, target)
             return GhostNormKernel(ctypes.CDLL(str(target)))
         except (OSError, subprocess.SubprocessError) as error:
             failures.append(f"{directory}: {getattr(error, 'stderr', '') or error}")

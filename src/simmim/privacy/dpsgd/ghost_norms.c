@@ -8,7 +8,8 @@
  *
  * Why not torch.bmm: the Gram matrices here are tiny (16-70 tokens a side) and BLAS runs such
  * batched products at about half its large-product rate; forming both Grams of one unit in
- * registers and cache, and reducing them at once, is 1.4-2.7x faster on the demo model's shapes.
+ * registers and cache, and reducing them at once, measured 1.5-2x faster on the demo model's
+ * shapes (256 units, 16-23 tokens, widths 64-192), and about 8% off its whole DP step.
  *
  * Vectors are GCC vector extensions of 16 floats: AVX-512 where the machine has it, pairs of
  * AVX2 registers or SSE elsewhere. Units are shared out over OpenMP threads; loaded after
