@@ -154,34 +154,32 @@ class GhostLinearGradient:
         if self._squared_norms is not None:
             return self._squared_norms
         grads = [self.units.pack(g) for g in self.output_grads]
-        kernel = ghost_kernel.load()
-        if kernel is not None and kernel.accepts(*self.inputs, *grads):
-            self._squared_norms = self._kernel_norms(kernel, grads)
-            return self._squared_norms
+        pair = self._pair_term(grads)
         total = None
         for i in range(len(grads)):
             for j in range(i + 1):
-                for gram_a, gram_g in zip(self._input_gram(i, j), gram_blocks(grads[i], grads[j])):
-                    part = torch.linalg.vecdot(gram_a.flatten(1), gram_g.flatten(1))
-                    if i != j:  # the (j, i) block is the transpose: same inner product
-                        part.mul_(2.0)
-                    total = part if total is None else total.add_(part)
+                part = pair(i, j)
+                if i != j:  # the (j, i) block is the transpose: same inner product
+                    part.mul_(2.0)
+                total = part if total is None else total.add_(part)
         self._squared_norms = total.clamp_min_(0.0)
         return self._squared_norms
 
-    def _kernel_norms(self, kernel: ghost_kernel.GhostNormKernel, grads: list[torch.Tensor]) -> torch.Tensor:
-        """The same sum, each pair of calls by the compiled kernel: both Gram matrices of a unit formed
-        and reduced at once, half of each when the pair is one call with itself."""
-        inputs = [self.units.pack(a) for a in self.inputs]
-        bias = 0.0 if self.bias is None else 1.0
-        total = None
-        for i in range(len(grads)):
-            for j in range(i + 1):
-                part = kernel(inputs[i], inputs[j], grads[i], grads[j], bias, same=i == j)
-                if i != j:
-                    part.mul_(2.0)
-                total = part if total is None else total.add_(part)
-        return total.clamp_min_(0.0)
+    def _pair_term(self, grads: list[torch.Tensor]) -> Callable[[int, int], torch.Tensor]:
+        """(i, j) -> <A_i A_j^T, G_i G_j^T> per unit: by the compiled kernel where it takes the tensors
+        (both Gram matrices of a unit formed and reduced at once, half of each when i == j), else from
+        torch's Gram blocks (the input's shared by the layers that read it)."""
+        kernel = ghost_kernel.load()
+        if kernel is not None and kernel.accepts(*self.inputs, *grads):
+            inputs = [self.units.pack(a) for a in self.inputs]
+            bias = 0.0 if self.bias is None else 1.0
+            return lambda i, j: kernel(inputs[i], inputs[j], grads[i], grads[j], bias, same=i == j)
+
+        def from_blocks(i: int, j: int) -> torch.Tensor:
+            blocks = zip(self._input_gram(i, j), gram_blocks(grads[i], grads[j]))
+            return sum(torch.linalg.vecdot(gram_a.flatten(1), gram_g.flatten(1)) for gram_a, gram_g in blocks)
+
+        return from_blocks
 
     def _input_gram(self, i: int, j: int) -> list[torch.Tensor]:
         a_i, a_j = self.inputs[i], self.inputs[j]

@@ -58,12 +58,10 @@ static inline float tail(const float* x, const float* y, int full, int d) {
 }
 
 static inline float dot(const float* x, const float* y, int d) {
+    const int full = d - d % 16;
     v16 acc = {0};
-    int k = 0;
-    for (; k + 16 <= d; k += 16) acc += load16(x + k) * load16(y + k);
-    float s = hsum(acc);
-    for (; k < d; k++) s += x[k] * y[k];
-    return s;
+    for (int k = 0; k < full; k += 16) acc += load16(x + k) * load16(y + k);
+    return hsum(acc) + tail(x, y, full, d);
 }
 
 /* out[t * Tb + s] = X[t] . Y[s] for every s >= t when `upper`, else for every (t, s). Rows are
