@@ -34,11 +34,16 @@ the same process, which saw the same machine load. The headline ratio to non-pri
 round by round (median and quartiles of each round's ours / non-private): on a shared machine
 whose speed drifts by tens of percent, that spread is the honest error bar of the ratio.
 
+Allocator: the run re-executes itself under the allocator `simmim` trains under (`simmim.allocator`:
+mimalloc where installed), and its measurement processes inherit it; `SIMMIM_ALLOCATOR=system`
+measures under glibc's malloc instead. The allocator is printed and recorded in the JSON: the peak
+RSS, above all the DP step's, depends on it.
+
 Memory: each variant in its own process (peak RSS only ever grows within a process). The peak
 RSS over 2 + --mem-steps steps, minus the RSS just before the first step, is the step's peak
 memory increase: activations, gradients, per-sample state, and what the allocator keeps between
 steps; the model, the batch and the Opacus/engine setup are excluded. (The peak creeps up over
-the first steps as the heap fragments, hence several steps.) Beside it, the same process samples
+the first steps as the heap fragments, hence several steps.) Under glibc, the same process samples
 the bytes glibc's malloc has handed out and not yet had back (`mallinfo2`: in use in the heap
 plus mmapped chunks) from a thread, every 0.2 ms or so: the peak of the tensors and objects alive,
 without the freed memory the heap keeps. Peak RSS minus that is heap fragmentation. A sampled
@@ -83,6 +88,9 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from simmim.allocator import active as allocator_in_use
+from simmim.allocator import reexec_under_mimalloc
 
 MODELS = ("demo", "vit")
 OBJECTIVES = {"demo": ("full", "single"), "vit": ("xent",)}
@@ -578,6 +586,9 @@ def main() -> None:
     parser.add_argument("--mem-one", nargs=5, metavar=("MODEL", "OBJECTIVE", "VARIANT", "BATCH", "THREADS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # Under the allocator `simmim` trains under (mimalloc, or SIMMIM_ALLOCATOR=system for glibc's): the
+    # measurement processes inherit it.
+    reexec_under_mimalloc()
     if args.time_one:
         model_name, batch, threads = args.time_one
         print(json.dumps(time_variants(model_name, int(batch), int(threads), args.reps)))
@@ -595,6 +606,7 @@ def main() -> None:
     def progress(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f}s] {message}", file=sys.stderr, flush=True)
 
+    progress(f"allocator: {allocator_in_use()} malloc")
     if load_before > 0.5:
         # The 1-minute average also remembers work that just ended: a warning, not a refusal.
         progress(f"warning: load average {load_before:.2f} before starting: if other work is still running, "
@@ -647,8 +659,8 @@ def main() -> None:
         "settings": {"reps": args.reps, "warmup": WARMUP, "mem_steps": None if args.no_memory else args.mem_steps,
                      "clip": CLIP, "noise_multiplier": 0.0,
                      "step_time": "median wall time per step (cpu_ms: median process CPU time, all threads)"},
-        "environment": {"torch": torch.__version__, "opacus": opacus.__version__, "python": platform.python_version(),
-                        "machine": platform.machine(), "cpus": os.cpu_count(),
+        "environment": {"allocator": allocator_in_use(), "torch": torch.__version__, "opacus": opacus.__version__,
+                        "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
                         "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]},
         "run_seconds": time.perf_counter() - started,
         "rows": rows,
@@ -670,8 +682,9 @@ def main() -> None:
         print(f"demo, batch {basis['batch']}, {basis['threads']} thread(s): ours vs non-private "
               f"{fmt['ratio_vs_nonprivate']} (full objective; round by round {by_round['median']:.2f}x, quartiles "
               f"{by_round['iqr'][0]:.2f}-{by_round['iqr'][1]:.2f}), vs the faster Opacus {fmt['ratio_vs_opacus_best']} "
-              f"(single objective), peak memory vs non-private {fmt['peak_mem_ratio']} (full objective; "
-              f"{fmt['peak_live_ratio']} in live bytes, without heap fragmentation)")
+              f"(single objective), peak memory vs non-private {fmt['peak_mem_ratio']} (full objective, "
+              f"{result['environment']['allocator']} malloc; {fmt['peak_live_ratio']} in live bytes, without heap "
+              "fragmentation, measured under glibc only)")
     print(f"run time {result['run_seconds']:.0f} s")
 
 

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from simmim import allocator  # noqa: E402
+
 LOSS_KEYS = ("loss", "contrastive", "caption", "masked_patch", "generation", "video_contrastive", "video_caption")
 
 
@@ -180,6 +182,7 @@ def write_report(out: Path, *, title: str, metrics: dict, samples: dict, history
         figures.append(("Captions", plot_captions(samples["captions"], out / "captions.png")))
     if samples.get("generated"):
         figures.append(("Text -> image", plot_generated(samples["generated"], out / "generated.png")))
+    timing = {**timing, "malloc": allocator.active()}  # peak memory, and with it speed, depend on it
     summary = {"metrics": metrics, "privacy": privacy, "timing": timing}
     if baselines:
         summary.update(baselines=baselines, reference=reference,
