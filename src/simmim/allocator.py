@@ -12,11 +12,10 @@ itself once with mimalloc preloaded before anything else is imported, as PyTorch
 does with jemalloc. `SIMMIM_ALLOCATOR=system` keeps the system's malloc.
 
 mimalloc gives freed memory back to the system after `MIMALLOC_PURGE_DELAY` ms without reuse.
-Its default (10 ms) returns pages inside a training step that the next layer needs again, and the
-page faults made DP and non-private steps alike about 15% slower than under glibc here; 1000 ms
-was still slower. SimMIM sets -1 (keep freed memory for reuse, as glibc's heap keeps most of
-its own): then steps ran as fast as under glibc, at the lower peak. A value set in the
-environment is kept.
+Its default (10 ms) returns memory inside a training step that the next layers need again: DP and
+non-private steps alike ran 16-20% slower than under glibc here, and 9% slower at 1000 ms. SimMIM
+sets -1 (freed memory stays for reuse, as glibc's heap keeps most of its own): steps then ran as
+fast as under glibc, at the lower peak. A value set in the environment is kept.
 """
 
 from __future__ import annotations
