@@ -54,6 +54,19 @@ def test_a_reexecuted_process_never_reexecutes_again():
     assert result.stdout.strip() == "system None []", result.stderr
 
 
+def test_a_path_the_loader_would_split_is_not_preloaded(monkeypatch, tmp_path):
+    monkeypatch.delenv(allocator.CHOICE, raising=False)
+    monkeypatch.delenv("SIMMIM_ALLOCATOR_PRELOADED", raising=False)
+    monkeypatch.setattr(allocator, "active", lambda: "system")
+    monkeypatch.setattr(allocator, "mimalloc_library", lambda: tmp_path / "my libs" / "libmimalloc.so")
+
+    def execve(*args):
+        raise AssertionError(f"re-executed with {args}")
+
+    monkeypatch.setattr(allocator.os, "execve", execve)
+    allocator.reexec_under_mimalloc()  # returns: this process keeps its malloc
+
+
 @linux_only
 def test_the_simmim_command_runs_under_mimalloc(tmp_path):
     """The installed console script itself: its output is unchanged, and the run report says which malloc."""

@@ -57,13 +57,14 @@ def active() -> str:
 
 def reexec_under_mimalloc() -> None:
     """Replaces this process by the same command with mimalloc preloaded, unless it already runs under
-    it, the user chose the system's malloc, mimalloc is not installed, or this process is itself
-    such a re-execution (a library the loader refused to preload must not cause a loop)."""
+    it, the user chose the system's malloc, mimalloc is not installed (or lies at a path the loader
+    cannot preload), or this process is itself such a re-execution (a library the loader refused
+    to preload must not cause a loop)."""
     if os.environ.get(CHOICE, "mimalloc") == "system" or os.environ.get(_ATTEMPTED) or active() == "mimalloc":
         return
     library = mimalloc_library()
-    if library is None:
-        return
+    if library is None or any(c in str(library) for c in " \t\n:"):
+        return  # the loader splits LD_PRELOAD at spaces and colons: such a path cannot be preloaded
     env = dict(os.environ)
     env["LD_PRELOAD"] = " ".join(filter(None, [str(library), env.get("LD_PRELOAD")]))
     env.setdefault("MIMALLOC_PURGE_DELAY", PURGE_DELAY_MS)
