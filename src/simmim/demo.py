@@ -20,7 +20,7 @@ from simmim.data.splits import Splits, build_splits
 from simmim.eval.evaluate import Evaluation, evaluate
 from simmim.federated.report import federated_demo, federated_section
 from simmim.federated.settings import FedSettings
-from simmim.report import relative_to, write_report
+from simmim.report import write_report
 from simmim.train.checkpoint import update_metrics
 from simmim.train.loop import TrainResult, train
 from simmim.vault.demo_people import DemoVault, vault_of_people
@@ -70,10 +70,9 @@ def _non_private_demo(out: Path, cfg: Config, *, quick: bool, progress: bool) ->
     timing = {"total_seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(result.seconds, 1),
               "steps": cfg.train.steps, "train_examples_per_second": round(result.examples_per_second, 1)}
     notes = [_model_line(result, cfg, splits), _chance_line(result)]
-    write_report(out, title="SimMIM demo, non-private" + (" (quick)" if quick else ""), metrics=evaluation.metrics,
-                 samples=evaluation.samples, history=result.history, timing=timing, privacy=result.privacy,
-                 notes=notes)
-    return {"metrics": evaluation.metrics, "privacy": result.privacy, "timing": timing}
+    return write_report(out, title="SimMIM demo, non-private" + (" (quick)" if quick else ""),
+                        metrics=evaluation.metrics, samples=evaluation.samples, history=result.history,
+                        timing=timing, privacy=result.privacy, notes=notes)
 
 
 def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, progress: bool,
@@ -142,13 +141,10 @@ def _private_demo(out: Path, cfg: Config, public_cfg: Config, *, quick: bool, pr
     ]
     baselines = {"public only": public_eval.metrics, REFERENCE: non_private_eval.metrics}
     vault = {"people": people.people, "choices": people.choices, "release": people.released.lineage}
-    write_report(out, title="SimMIM demo, differentially private" + (" (quick)" if quick else ""),
-                 metrics=evaluation.metrics, samples=evaluation.samples, history=result.history, timing=timing,
-                 privacy=privacy, notes=notes, baselines=baselines, reference=REFERENCE,
-                 extra={"vault": vault, "federated": federated_result}, sections=sections)
-    return {"metrics": evaluation.metrics, "privacy": privacy, "timing": timing, "baselines": baselines,
-            "reference": REFERENCE, "relative_to_reference": relative_to(evaluation.metrics, non_private_eval.metrics),
-            "vault": vault, "federated": federated_result}
+    return write_report(out, title="SimMIM demo, differentially private" + (" (quick)" if quick else ""),
+                        metrics=evaluation.metrics, samples=evaluation.samples, history=result.history,
+                        timing=timing, privacy=privacy, notes=notes, baselines=baselines, reference=REFERENCE,
+                        extra={"vault": vault, "federated": federated_result}, sections=sections)
 
 
 HEADLINE = ("text_to_image_R@1", "caption_attribute_accuracy", "zero_shot_colour")

@@ -159,8 +159,9 @@ COMPARED = ["text_to_image_R@1", "image_to_text_R@1", "caption_attribute_accurac
 def write_report(out: Path, *, title: str, metrics: dict, samples: dict, history: list[dict], timing: dict,
                  privacy: dict | None, notes: list[str] = (), baselines: dict[str, dict] | None = None,
                  reference: str | None = None, extra: dict | None = None,
-                 sections: list[tuple[str, list[str], Path | None]] = ()) -> tuple[Path, Path]:
-    """Write `report.md`, its PNGs and `summary.json` into `out`.
+                 sections: list[tuple[str, list[str], Path | None]] = ()) -> dict:
+    """Write `report.md`, its PNGs and `summary.json` into `out`; returns the summary as written (the
+    timing with the malloc the run used added).
 
     With `baselines` (model name -> metrics of other models on the same test split), the report shows
     them beside this run's and each metric relative to the `reference` baseline (`summary.json` keys
@@ -188,8 +189,7 @@ def write_report(out: Path, *, title: str, metrics: dict, samples: dict, history
         summary.update(baselines=baselines, reference=reference,
                        relative_to_reference=relative_to(metrics, baselines[reference]))
     summary.update(extra or {})
-    summary_path = out / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     table = comparison_table(metrics, own, baselines, reference) if baselines else metrics_table(metrics)
     parts = [f"# {title}", "", *notes, "", "## Metrics (held-out test split)", "", table, "",
              "## Timing", "", *(f"- {k}: {v:.1f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in
@@ -202,6 +202,5 @@ def write_report(out: Path, *, title: str, metrics: dict, samples: dict, history
         parts += [f"## {heading}", "", *lines, ""]
         if figure is not None:
             parts += [f"![{heading}]({figure.relative_to(out)})", ""]
-    report_path = out / "report.md"
-    report_path.write_text("\n".join(parts))
-    return report_path, summary_path
+    (out / "report.md").write_text("\n".join(parts))
+    return summary
