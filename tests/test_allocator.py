@@ -69,11 +69,14 @@ def test_a_path_the_loader_would_split_is_not_preloaded(monkeypatch, tmp_path):
 
 @linux_only
 def test_the_simmim_command_runs_under_mimalloc(tmp_path):
-    """The installed console script itself: its output is unchanged, and the run report says which malloc."""
+    """The installed console script itself: mimalloc announces itself with its purge delay (verbose, on
+    stderr), the command's output is unchanged, and a run report names the malloc."""
     script = Path(sys.executable).with_name("simmim")
     result = run([str(script), "privacy", "epsilon", "--sample-rate", "0.01", "--noise-multiplier", "1.1",
-                  "--steps", "100", "--delta", "1e-5", "--json"])
+                  "--steps", "100", "--delta", "1e-5", "--json"], MIMALLOC_VERBOSE="1")
     assert result.returncode == 0, result.stderr
+    assert "mimalloc: process init" in result.stderr
+    assert f"option 'purge_delay': {allocator.PURGE_DELAY_MS}" in result.stderr
     assert json.loads(result.stdout)["epsilon"] > 0
     code = ("from pathlib import Path; import json; from simmim import allocator; allocator.reexec_under_mimalloc(); "
             "from simmim.report import write_report; "

@@ -3,9 +3,9 @@
 Why: the DP engine keeps every Linear layer's input and output gradient until all per-example norms
 of the micro-batch are known. Its live bytes stay within a few percent of a non-private step's, but
 glibc's heap cannot place the output gradients, which arrive during the backward pass, in the holes
-the freed activations leave, and the DP step's peak RSS grows to 1.3-1.45x the non-private one's.
+the freed activations leave, and the DP step's peak RSS grows to 1.28-1.44x the non-private one's.
 mimalloc, which keeps blocks of one size class together, holds the same steps to 1.12-1.20x, and
-non-private training slightly below glibc's peak too (docs/benchmarks.md, "Allocator").
+non-private training slightly below glibc's peak too (docs/benchmarks.md, "mimalloc by default").
 
 A process cannot change its malloc once it runs, so the `simmim` command (`launch`) re-executes
 itself once with mimalloc preloaded before anything else is imported, as PyTorch's CPU launcher
