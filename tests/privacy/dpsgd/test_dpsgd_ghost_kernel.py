@@ -39,7 +39,7 @@ def test_the_kernel_is_built_wherever_there_is_a_c_compiler():
 
 
 @settings(max_examples=60, deadline=None)
-@given(units=st.integers(1, 5), ta=st.integers(1, 40), tb=st.integers(1, 40), d_in=st.integers(1, 70),
+@given(units=st.integers(1, 5), ta=st.integers(1, 72), tb=st.integers(1, 72), d_in=st.integers(1, 70),
        d_out=st.integers(1, 70), bias=st.sampled_from([0.0, 1.0]), same=st.booleans(), seed=st.integers(0, 2**16))
 def test_kernel_equals_the_gram_identity(units, ta, tb, d_in, d_out, bias, same, seed):
     kernel = ghost_kernel.load()

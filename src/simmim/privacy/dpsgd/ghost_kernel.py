@@ -29,14 +29,14 @@ log = logging.getLogger(__name__)
 
 
 class GhostNormKernel:
-    """sum_{t,s} (a_t . b_s + bias)(g_t . h_s) per unit, from one compiled library."""
+    """sum_{t,s} (a_t . b_s + bias)(g_t . h_s) per unit, from one compiled library (no Gram matrix is stored)."""
 
     def __init__(self, library: ctypes.CDLL):
         self._fn = library.ghost_norms
         pointer, integer = ctypes.c_void_p, ctypes.c_int
         self._fn.argtypes = [pointer, pointer, pointer, pointer, integer, integer, integer, integer, integer,
                              ctypes.c_float, integer, integer, pointer]
-        self._fn.restype = integer
+        self._fn.restype = None
 
     @staticmethod
     def accepts(*tensors: torch.Tensor) -> bool:
@@ -52,10 +52,8 @@ class GhostNormKernel:
         if b.shape != (units, tb, d_in) or g.shape != (units, ta, d_out) or h.shape != (units, tb, d_out):
             raise ValueError(f"ghost kernel: mismatched shapes {[tuple(t.shape) for t in (a, b, g, h)]}")
         out = torch.empty(units, dtype=torch.float32)
-        status = self._fn(a.data_ptr(), b.data_ptr(), g.data_ptr(), h.data_ptr(), units, ta, tb, d_in, d_out,
-                          float(bias), int(same), torch.get_num_threads(), out.data_ptr())
-        if status != 0:
-            raise MemoryError(f"ghost kernel: no scratch memory for {ta} x {tb} Gram matrices")
+        self._fn(a.data_ptr(), b.data_ptr(), g.data_ptr(), h.data_ptr(), units, ta, tb, d_in, d_out, float(bias),
+                 int(same), torch.get_num_threads(), out.data_ptr())
         return out
 
 
