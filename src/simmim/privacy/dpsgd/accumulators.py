@@ -11,7 +11,7 @@ Three forms, each chosen because it is the smallest exact one for its kind of pa
   the clipped sum as one matmul of the factor-weighted g with a. Per-example gradients never exist.
   The layer's bias rides along: it is the weight of a constant input 1, so its share of the norm is
   the same identity with a_t.a_s = 1. For float32 on the CPU the identity is evaluated by a compiled
-  kernel (`ghost_kernel`), both Gram matrices of a unit at once; elsewhere by torch's batched products.
+  kernel (`kernels`), without storing either Gram matrix; elsewhere by torch's batched products.
 - `SparseRowGradient`: an embedding's per-(unit, token id) gradient sums, the only rows a unit touches.
 
 Each takes its units' squared norms once its module's last call has been added (`squared_norms`,
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from simmim.privacy.dpsgd import ghost_kernel
+from simmim.privacy.dpsgd import kernels
 from simmim.privacy.dpsgd.units import UnitIndex
 
 ClippedSums = Iterator[tuple[nn.Parameter, torch.Tensor]]
@@ -169,11 +169,11 @@ class GhostLinearGradient:
         """(i, j) -> <A_i A_j^T, G_i G_j^T> per unit: by the compiled kernel where it takes the tensors
         (both Gram matrices of a unit formed and reduced at once, half of each when i == j), else from
         torch's Gram blocks (the input's shared by the layers that read it)."""
-        kernel = ghost_kernel.load()
-        if kernel is not None and kernel.accepts(*self.inputs, *grads):
+        compiled = kernels.load()
+        if compiled is not None and compiled.accepts(*self.inputs, *grads):
             inputs = [self.units.pack(a) for a in self.inputs]
             bias = 0.0 if self.bias is None else 1.0
-            return lambda i, j: kernel(inputs[i], inputs[j], grads[i], grads[j], bias, same=i == j)
+            return lambda i, j: compiled.ghost_norms(inputs[i], inputs[j], grads[i], grads[j], bias, same=i == j)
 
         def from_blocks(i: int, j: int) -> torch.Tensor:
             blocks = zip(self._input_gram(i, j), gram_blocks(grads[i], grads[j]))

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simmim.privacy.dpsgd import kernels
 from simmim.privacy.dpsgd.micro_batch import MicroBatchGradients
 from simmim.privacy.dpsgd.rules.base import LayerRule, argument, trainable
 
@@ -26,14 +27,40 @@ class LayerNormRule(LayerRule):
     def backward(self, module: nn.LayerNorm, saved: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None],
                  grad_output: torch.Tensor, grads: MicroBatchGradients) -> None:
         dims = len(module.normalized_shape)
-        if trainable(module.weight):
-            x, mean, rstd = saved
+        weight = module.weight if trainable(module.weight) else None
+        bias = module.bias if trainable(module.bias) else None
+        x, mean, rstd = saved
+        if weight is None and bias is None:
+            return
+        if mean is not None and self._add_compiled(x, mean, rstd, grad_output, dims, weight, bias, grads):
+            return
+        if weight is not None:
             # x_hat is not kept from the forward: it would be one more activation alive for the
             # whole forward and backward.
             if mean is None:
                 normalised = F.layer_norm(x, module.normalized_shape, eps=module.eps)
             else:
                 normalised = torch.sub(x, mean).mul_(rstd)
-            grads.dense(module.weight).add(grads.per_example(normalised.mul_(grad_output), dims))
-        if trainable(module.bias):
-            grads.dense(module.bias).add(grads.per_example(grad_output, dims))
+            grads.dense(weight).add(grads.per_example(normalised.mul_(grad_output), dims))
+        if bias is not None:
+            grads.dense(bias).add(grads.per_example(grad_output, dims))
+
+    @staticmethod
+    def _add_compiled(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, grad_output: torch.Tensor, dims: int,
+                      weight: nn.Parameter | None, bias: nn.Parameter | None, grads: MicroBatchGradients) -> bool:
+        """Both per-example gradients in one pass of the compiled kernel, where it takes the tensors:
+        (N, T, d) views of x and the output gradient, (N, T, 1) of the mean and 1/std."""
+        compiled = kernels.load()
+        if compiled is None:
+            return False
+        shape = x.shape[x.dim() - dims:]
+        x3, g3 = (grads.tokens(t.flatten(-dims), feature_dims=1) for t in (x, grad_output))
+        mean3, rstd3 = (grads.tokens(t.flatten(-dims), feature_dims=1) for t in (mean, rstd))
+        if not compiled.accepts(x3, g3, mean3, rstd3):
+            return False
+        weight_grads, bias_grads = compiled.layer_norm_grads(x3, mean3, rstd3, g3)
+        if weight is not None:
+            grads.dense(weight).add(weight_grads.view(-1, *shape))
+        if bias is not None:
+            grads.dense(bias).add(bias_grads.view(-1, *shape))
+        return True

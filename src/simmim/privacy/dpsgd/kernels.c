@@ -1,4 +1,6 @@
-/* Ghost norms of Linear layers, fused: for each unit n,
+/* The DP engine's compiled kernels: ghost norms of Linear layers, and per-example LayerNorm gradients.
+ *
+ * Ghost norms of Linear layers, fused: for each unit n,
  *
  *     out[n] = sum_{t,s} (a_t . b_s + bias) (g_t . h_s)
  *
@@ -21,6 +23,7 @@
  * torch, the library uses torch's own OpenMP runtime and thread count.
  */
 #include <omp.h>
+#include <stddef.h>
 #include <string.h>
 
 typedef float v16 __attribute__((vector_size(64)));
@@ -182,4 +185,31 @@ void ghost_norms(const float* a, const float* b, const float* g, const float* h,
     for (int n = 0; n < n_units; n++)
         out[n] = unit_norm(a + (size_t)n * Ta * din, b + (size_t)n * Tb * din, g + (size_t)n * Ta * dout,
                            h + (size_t)n * Tb * dout, Ta, Tb, din, dout, bias, same);
+}
+
+/* Per-example LayerNorm gradients in one pass over the layer's input and output gradient: for each
+ * example n and feature j,
+ *
+ *     weight[n, j] = sum_t g[n, t, j] (x[n, t, j] - mean[n, t]) rstd[n, t],    bias[n, j] = sum_t g[n, t, j]
+ *
+ * with x and g (N, T, d), mean and rstd (N, T) (what autograd keeps), all float32 and contiguous.
+ * torch needs four passes and a temporary of x's size for the same (x_hat, times g, sum, sum). */
+void layer_norm_grads(const float* x, const float* mean, const float* rstd, const float* g, int n_examples, int T,
+                      int d, int threads, float* weight, float* bias) {
+    if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < n_examples; n++) {
+        float* w = weight + (size_t)n * d;
+        float* b = bias + (size_t)n * d;
+        for (int j = 0; j < d; j++) w[j] = b[j] = 0.f;
+        for (int t = 0; t < T; t++) {
+            const size_t row = (size_t)n * T + t;
+            const float *xr = x + row * d, *gr = g + row * d;
+            const float m = mean[row], r = rstd[row];
+            for (int j = 0; j < d; j++) {
+                w[j] += gr[j] * ((xr[j] - m) * r);
+                b[j] += gr[j];
+            }
+        }
+    }
 }
