@@ -167,7 +167,7 @@ class GhostLinearGradient:
 
     def _pair_term(self, grads: list[torch.Tensor]) -> Callable[[int, int], torch.Tensor]:
         """(i, j) -> <A_i A_j^T, G_i G_j^T> per unit: by the compiled kernel where it takes the tensors
-        (both Gram matrices of a unit formed and reduced at once, half of each when i == j), else from
+        (each unit's token pairs reduced in registers, no Gram matrix stored, half of them when i == j), else from
         torch's Gram blocks (the input's shared by the layers that read it)."""
         compiled = kernels.load()
         if compiled is not None and compiled.accepts(*self.inputs, *grads):

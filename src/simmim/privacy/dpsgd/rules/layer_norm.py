@@ -30,8 +30,6 @@ class LayerNormRule(LayerRule):
         weight = module.weight if trainable(module.weight) else None
         bias = module.bias if trainable(module.bias) else None
         x, mean, rstd = saved
-        if weight is None and bias is None:
-            return
         if mean is not None and self._add_compiled(x, mean, rstd, grad_output, dims, weight, bias, grads):
             return
         if weight is not None:
